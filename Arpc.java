@@ -1,0 +1,514 @@
+///usr/bin/env jbang "$0" "$@" ; exit $?
+//JAVA 21+
+//DEPS info.picocli:picocli:4.7.7
+//SOURCES Protocol.java
+package arp;
+
+import arp.Protocol.EventLoop;
+import arp.Protocol.EventLoopGroup;
+import arp.Protocol.FrameReader;
+import arp.Protocol.Frames;
+import arp.Protocol.Hello;
+import arp.Protocol.IoHandler;
+import arp.Protocol.Log;
+import arp.Protocol.MachineId;
+import arp.Protocol.Message;
+import arp.Protocol.NewProxyConn;
+import arp.Protocol.Ping;
+import arp.Protocol.Pong;
+import arp.Protocol.ProtocolException;
+import arp.Protocol.ProxyFailed;
+import arp.Protocol.ProxyStarted;
+import arp.Protocol.Register;
+import arp.Protocol.RegisterResult;
+import arp.Protocol.RequestNewProxyConn;
+import arp.Protocol.Sockets;
+import arp.Protocol.Splice;
+import arp.Protocol.StartProxy;
+import arp.Protocol.Timer;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.BufferedInputStream;
+import java.io.DataInputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.net.ConnectException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.net.UnknownHostException;
+import java.nio.ByteBuffer;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ThreadLocalRandom;
+
+/**
+ * arpc, the client on the private machine. It registers with arps and, in tunnel mode, splices every
+ * data connection that gets a visitor to the local service.
+ */
+@Command(name = "arpc", mixinStandardHelpOptions = true, version = "arpc " + Protocol.VERSION,
+        sortOptions = false, usageHelpAutoWidth = true,
+        description = "The arp client: exposes a local TCP service through an arps relay.")
+public final class Arpc implements Callable<Integer> {
+
+    @Option(names = {"-c", "--client-id"}, paramLabel = "ID", description = "Client id, also the visitors' token (default: this machine's id, as the original arpc computes it).")
+    String clientId;
+
+    @Option(names = {"-s", "--server-addr"}, defaultValue = "127.0.0.1", paramLabel = "HOST", description = "The relay's host (default: ${DEFAULT-VALUE}).")
+    String serverAddr;
+
+    @Option(names = "--control-port", defaultValue = "17001", description = "The relay's control port (default: ${DEFAULT-VALUE}).")
+    int controlPort;
+
+    @Option(names = "--proxy-port", defaultValue = "17002", description = "The relay's proxy port (default: ${DEFAULT-VALUE}).")
+    int proxyPort;
+
+    @Option(names = "--local-addr", defaultValue = "127.0.0.1", paramLabel = "HOST", description = "Host of the local service (default: ${DEFAULT-VALUE}).")
+    String localAddr;
+
+    @Option(names = "--local-port", paramLabel = "PORT", description = "Port of the local service (required).")
+    Integer localPort;
+
+    @Option(names = "--heartbeat", defaultValue = "20", paramLabel = "SECONDS", description = "Interval of heartbeats to the relay; 3 missed answers mean the relay is gone (default: ${DEFAULT-VALUE}).")
+    int heartbeat;
+
+    @Option(names = "--max-retries", defaultValue = "-1", paramLabel = "N", description = "Give up (exit 1) after N failed connection attempts in a row (default: never).")
+    int maxRetries;
+
+    @Option(names = "--config-dir", paramLabel = "DIR", description = "Where arpc keeps its config (default: $ARP_CONFIG_DIR, else ~/.arp-client).")
+    Path configDir;
+
+    @Option(names = "--log-level", paramLabel = "LEVEL", description = "error, warn, info, debug or trace (default: $ARP_LOG, else info).")
+    String logLevel;
+
+    @Option(names = "--json", description = "Print one JSON line on stdout each time the client registers.")
+    boolean json;
+
+    public static void main(String[] args) {
+        System.exit(new CommandLine(new Arpc()).execute(args));
+    }
+
+    @Override
+    public Integer call() throws Exception {
+        try {
+            Log.configure("arpc", logLevel);
+        } catch (IllegalArgumentException e) {
+            System.err.println("arpc: " + e.getMessage());
+            return 2;
+        }
+        String problem = checkOptions();
+        if (problem != null) {
+            System.err.println("arpc: " + problem);
+            return 2;
+        }
+        InetSocketAddress local;
+        try {
+            local = new InetSocketAddress(InetAddress.getByName(localAddr), localPort);
+        } catch (UnknownHostException e) {
+            System.err.println("arpc: --local-addr " + localAddr + " cannot be resolved");
+            return 2;
+        }
+        String id = clientId != null ? clientId : MachineId.generate();
+        Path dir = configDir != null ? configDir
+                : System.getenv("ARP_CONFIG_DIR") != null ? Path.of(System.getenv("ARP_CONFIG_DIR"))
+                : Path.of(System.getProperty("user.home"), ".arp-client");
+        try {
+            ClientConfig.saveClientId(dir, id);
+        } catch (IOException e) {
+            Log.warn("cannot write " + dir.resolve("config") + ": " + e.getMessage());
+        }
+        Tunnel tunnel = new Tunnel(this, id, local);
+        Runtime.getRuntime().addShutdownHook(new Thread(tunnel::stop, "arpc-shutdown"));
+        return tunnel.run();
+    }
+
+    private String checkOptions() {
+        if (localPort == null) return "--local-port is required: the port of the local service to expose";
+        for (var p : List.of(java.util.Map.entry("--control-port", controlPort), java.util.Map.entry("--proxy-port", proxyPort))) {
+            if (p.getValue() < 1 || p.getValue() > 65535) return p.getKey() + " must be 1..65535, not " + p.getValue();
+        }
+        if (localPort < 1 || localPort > 65535) return "--local-port must be 1..65535, not " + localPort;
+        if (clientId != null && !Protocol.validClientId(clientId)) {
+            return "--client-id must be 1-128 characters from A-Z a-z 0-9 . _ ~ -";
+        }
+        if (heartbeat < 1 || heartbeat > 3600) return "--heartbeat must be 1..3600 seconds";
+        return null;
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /** ~/.arp-client/config: {@code key=value} lines, owner-only; other lines are kept as they are. */
+    static final class ClientConfig {
+        private ClientConfig() {}
+
+        static void saveClientId(Path dir, String id) throws IOException {
+            Files.createDirectories(dir);
+            trySetPermissions(dir, "rwx------");
+            Path file = dir.resolve("config");
+            List<String> lines = new ArrayList<>();
+            if (Files.exists(file)) {
+                for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+                    if (!line.startsWith("client-id=")) lines.add(line);
+                }
+            }
+            lines.addFirst("client-id=" + id);
+            Path tmp = dir.resolve("config.tmp");
+            Files.write(tmp, lines, StandardCharsets.UTF_8);
+            trySetPermissions(tmp, "rw-------");
+            Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        }
+
+        private static void trySetPermissions(Path p, String perms) {
+            try {
+                Files.setPosixFilePermissions(p, PosixFilePermissions.fromString(perms));
+            } catch (UnsupportedOperationException | IOException e) {
+                // not a POSIX file system: the platform's defaults apply
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /** The control connection, kept up with heartbeats and re-established with back-off. */
+    static final class Tunnel {
+        private static final long MAX_BACKOFF_MILLIS = 30_000;
+
+        private final Arpc options;
+        private final String id;
+        private final InetSocketAddress local;
+        private final EventLoopGroup loops;
+        private volatile boolean stopping;
+        private volatile Socket current;
+        private volatile Thread runner;
+
+        Tunnel(Arpc options, String id, InetSocketAddress local) throws IOException {
+            this.options = options;
+            this.id = id;
+            this.local = local;
+            this.loops = new EventLoopGroup("arpc-io", EventLoopGroup.defaultSize());
+        }
+
+        int run() {
+            runner = Thread.currentThread();
+            int failures = 0;
+            while (!stopping) {
+                String reason;
+                try {
+                    boolean registered = session();
+                    if (stopping) break;
+                    if (registered) failures = 0;
+                    reason = "connection to the relay lost";
+                } catch (Refused e) {
+                    Log.error("registration refused by the relay: " + e.getMessage());
+                    return 3;
+                } catch (SocketTimeoutException e) {
+                    reason = "the relay stopped answering";
+                } catch (ConnectException e) {
+                    reason = "cannot connect to " + options.serverAddr + ":" + options.controlPort + " (" + e.getMessage() + ")";
+                } catch (ProtocolException e) {
+                    reason = "protocol error: " + e.getMessage();
+                } catch (IOException e) {
+                    reason = e instanceof EOFException ? "the relay closed the connection" : "connection error: " + e.getMessage();
+                }
+                if (stopping) break;
+                failures++;
+                if (options.maxRetries >= 0 && failures > options.maxRetries) {
+                    Log.error(reason + "; giving up after " + failures + " attempt" + (failures == 1 ? "" : "s"));
+                    return 1;
+                }
+                long ceiling = Math.min(MAX_BACKOFF_MILLIS, 500L << Math.min(failures - 1, 10));
+                long delay = ceiling / 2 + ThreadLocalRandom.current().nextLong(ceiling / 2 + 1); // jitter
+                Log.warn(reason + "; reconnecting in " + String.format("%.1f", delay / 1000.0) + " s");
+                try {
+                    Thread.sleep(delay);
+                } catch (InterruptedException e) {
+                    break;
+                }
+            }
+            return 0;
+        }
+
+        static final class Refused extends IOException {
+            Refused(String message) { super(message); }
+        }
+
+        /** One registration, served until the connection ends. Returns true if it got registered. */
+        private boolean session() throws IOException {
+            Thread heartbeats = null;
+            try (Socket socket = new Socket()) {
+                current = socket;
+                if (stopping) return false;
+                socket.connect(new InetSocketAddress(options.serverAddr, options.controlPort), 10_000);
+                Sockets.tune(socket);
+                socket.setSoTimeout(10_000);
+                DataInputStream in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 8192));
+                OutputStream out = socket.getOutputStream();
+                Frames.write(out, new Register(id),
+                        new Hello(Protocol.PROTOCOL_VERSION, List.copyOf(Protocol.OUR_FEATURES), null));
+                Message first = Frames.read(in);
+                if (!(first instanceof RegisterResult result)) {
+                    throw new ProtocolException("expected RegisterResult, got " + first.getClass().getSimpleName());
+                }
+                if (!result.success()) throw new Refused(result.error() == null ? "no reason given" : result.error());
+
+                // Our arps answers Hello right after RegisterResult; the original never does.
+                Message next = readWithin(in, socket, 1000);
+                Hello serverHello = next instanceof Hello h ? h : null;
+                if (serverHello != null) next = null;
+                boolean handover = serverHello != null && serverHello.has(Protocol.FEATURE_HANDOVER);
+                announce(serverHello);
+
+                heartbeats = Thread.ofVirtual().name("arpc-heartbeat").start(() -> sendHeartbeats(socket, out));
+                // Only our arps answers pings, so only there is silence a reason to reconnect.
+                socket.setSoTimeout(serverHello != null ? options.heartbeat * 3 * 1000 : 0);
+                if (next != null) handle(next, handover);
+                while (!stopping) handle(Frames.read(in), handover);
+                return true;
+            } finally {
+                if (heartbeats != null) heartbeats.interrupt();
+                current = null;
+            }
+        }
+
+        /** A frame if one arrives within the time, else null with the stream left intact. */
+        private static Message readWithin(DataInputStream in, Socket socket, int millis) throws IOException {
+            int before = socket.getSoTimeout();
+            socket.setSoTimeout(millis);
+            in.mark(Protocol.MAX_FRAME + 4);
+            try {
+                return Frames.read(in);
+            } catch (SocketTimeoutException e) {
+                in.reset();
+                return null;
+            } finally {
+                socket.setSoTimeout(before);
+            }
+        }
+
+        private void sendHeartbeats(Socket socket, OutputStream out) {
+            try {
+                while (!Thread.currentThread().isInterrupted()) {
+                    Thread.sleep(options.heartbeat * 1000L);
+                    synchronized (out) {
+                        Frames.write(out, new Ping());
+                    }
+                }
+            } catch (InterruptedException e) {
+                // the session ended
+            } catch (IOException e) {
+                Sockets.closeQuietly(socket); // the reader notices and reconnects
+            }
+        }
+
+        private void handle(Message m, boolean handover) throws ProtocolException {
+            switch (m) {
+                case RequestNewProxyConn r -> openDataConnection(r.proxyConnId(), handover);
+                case Pong p -> { /* the read itself reset the silence timer */ }
+                case Hello h -> { /* a late Hello changes nothing for connections already open */ }
+                default -> throw new ProtocolException("unexpected " + m.getClass().getSimpleName() + " on the control connection");
+            }
+        }
+
+        private void announce(Hello serverHello) {
+            int publicPort = serverHello != null && serverHello.publicPort() != null ? serverHello.publicPort() : 17003;
+            String host = options.serverAddr.contains(":") ? "[" + options.serverAddr + "]" : options.serverAddr;
+            String url = "http://" + host + ":" + publicPort + "/?token=" + id;
+            String kind = serverHello != null ? "arp" : "legacy";
+            Log.info("registered as " + id + " with " + options.serverAddr + ":" + options.controlPort
+                    + (serverHello == null ? " (original arps)" : "") + "; visitors: " + url
+                    + " → " + local.getHostString() + ":" + local.getPort());
+            if (options.json) {
+                System.out.println("{\"event\":\"registered\",\"client_id\":\"" + id + "\",\"public_url\":\"" + url
+                        + "\",\"server\":\"" + kind + "\"}");
+                System.out.flush();
+            }
+        }
+
+        private void openDataConnection(String connId, boolean handover) {
+            if (connId.length() > 128) {
+                Log.warn("ignoring a connection request with an over-long id");
+                return;
+            }
+            EventLoop loop = loops.next();
+            loop.execute(() -> new DataConnection(this, loop, connId, handover).connect());
+        }
+
+        void stop() {
+            stopping = true;
+            Sockets.closeQuietly(current);
+            Thread r = runner;
+            if (r != null) r.interrupt();
+            loops.close();
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * One data connection: dial the relay's proxy port, announce it, wait in the pool, and when a
+     * visitor arrives connect to the local service and splice. With handover, the visitor's arrival is
+     * a StartProxy frame; behind the original arps it is the first bytes of the visitor's request.
+     */
+    static final class DataConnection implements IoHandler {
+        private static final int CONNECT_TIMEOUT_MILLIS = 10_000;
+        private static final int LOCAL_CONNECT_TIMEOUT_MILLIS = 5_000;
+
+        private enum State { CONNECTING, POOLED, CONNECTING_LOCAL, DONE }
+
+        private final Tunnel tunnel;
+        private final EventLoop loop;
+        private final String connId;
+        private final boolean handover;
+        private final FrameReader reader = new FrameReader();
+        private SocketChannel relay;
+        private SelectionKey relayKey;
+        private SocketChannel local;
+        private SelectionKey localKey;
+        private Timer timer;
+        private State state = State.CONNECTING;
+        private ByteBuffer toLocal;
+
+        DataConnection(Tunnel tunnel, EventLoop loop, String connId, boolean handover) {
+            this.tunnel = tunnel;
+            this.loop = loop;
+            this.connId = connId;
+            this.handover = handover;
+        }
+
+        void connect() {
+            try {
+                relay = SocketChannel.open();
+                relay.configureBlocking(false);
+                Sockets.tune(relay);
+                InetSocketAddress target = new InetSocketAddress(tunnel.options.serverAddr, tunnel.options.proxyPort);
+                boolean now = relay.connect(target);
+                relayKey = loop.register(relay, now ? 0 : SelectionKey.OP_CONNECT, this);
+                timer = loop.schedule(CONNECT_TIMEOUT_MILLIS, () -> abort("timed out connecting to the relay's proxy port"));
+                if (now) relayConnected();
+            } catch (IOException e) {
+                abort("cannot connect to the relay's proxy port: " + e.getMessage());
+            }
+        }
+
+        @Override
+        public void onReady(SelectionKey key) throws IOException {
+            switch (state) {
+                case CONNECTING -> {
+                    if (relay.finishConnect()) relayConnected();
+                }
+                case POOLED -> visitorArriving();
+                default -> { }
+            }
+        }
+
+        private void relayConnected() throws IOException {
+            timer.cancel();
+            ByteBuffer hello = ByteBuffer.wrap(Frames.encode(new NewProxyConn(connId, tunnel.id, handover ? Boolean.TRUE : null)));
+            relay.write(hello); // ~100 bytes into an empty send buffer
+            if (hello.hasRemaining()) throw new IOException("could not send NewProxyConn");
+            state = State.POOLED;
+            relayKey.interestOps(SelectionKey.OP_READ);
+        }
+
+        private void visitorArriving() throws IOException {
+            if (handover) {
+                Message m = reader.read(relay);
+                if (m == null) return;
+                if (!(m instanceof StartProxy)) throw new ProtocolException("expected StartProxy, got " + m.getClass().getSimpleName());
+                toLocal = reader.leftover();
+            } else {
+                ByteBuffer first = ByteBuffer.allocate(16 * 1024);
+                int n = relay.read(first);
+                if (n < 0) throw new EOFException("relay closed the pooled connection");
+                if (n == 0) return;
+                toLocal = first.flip();
+            }
+            relayKey.interestOps(0); // the visitor's further bytes wait until the local side is up
+            connectLocal();
+        }
+
+        private void connectLocal() throws IOException {
+            state = State.CONNECTING_LOCAL;
+            local = SocketChannel.open();
+            local.configureBlocking(false);
+            Sockets.tune(local);
+            IoHandler onConnect = new IoHandler() {
+                @Override
+                public void onReady(SelectionKey key) throws IOException {
+                    if (local.finishConnect()) localConnected();
+                }
+
+                @Override
+                public void onFailure(Throwable error) { localFailed(error.getMessage()); }
+            };
+            boolean now;
+            try {
+                now = local.connect(tunnel.local);
+            } catch (IOException e) {
+                localFailed(e.getMessage());
+                return;
+            }
+            localKey = loop.register(local, now ? 0 : SelectionKey.OP_CONNECT, onConnect);
+            timer = loop.schedule(LOCAL_CONNECT_TIMEOUT_MILLIS, () -> localFailed("timed out"));
+            if (now) localConnected();
+        }
+
+        private void localConnected() throws IOException {
+            timer.cancel();
+            state = State.DONE;
+            Log.debug("data connection " + connId + ": visitor spliced to the local service");
+            ByteBuffer toRelay = handover ? ByteBuffer.wrap(Frames.encode(new ProxyStarted())) : null;
+            Splice.start(loop, relay, toRelay, local, toLocal, null);
+        }
+
+        private void localFailed(String why) {
+            if (state == State.DONE) return;
+            state = State.DONE;
+            if (timer != null) timer.cancel();
+            Log.warn("cannot reach the local service " + tunnel.local.getHostString() + ":" + tunnel.local.getPort() + ": " + why);
+            if (localKey != null) localKey.cancel();
+            Sockets.closeQuietly(local);
+            // Tell the visitor, in the way the relay understands: a frame for ours, HTTP for the original.
+            byte[] answer = handover
+                    ? Frames.encode(new ProxyFailed("local service unreachable"))
+                    : ("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 35\r\n"
+                       + "Connection: close\r\n\r\narp: local service is unreachable\r\n").getBytes(StandardCharsets.ISO_8859_1);
+            try {
+                relay.write(ByteBuffer.wrap(answer));
+                relay.shutdownOutput();
+            } catch (IOException e) {
+                // the relay side is gone too
+            }
+            relayKey.cancel();
+            Sockets.closeQuietly(relay);
+        }
+
+        private void abort(String why) {
+            if (state == State.DONE) return;
+            Log.debug("data connection " + connId + ": " + why);
+            state = State.DONE;
+            if (timer != null) timer.cancel();
+            if (relayKey != null) relayKey.cancel();
+            if (localKey != null) localKey.cancel();
+            Sockets.closeQuietly(relay);
+            Sockets.closeQuietly(local);
+        }
+
+        @Override
+        public void onFailure(Throwable error) {
+            if (error instanceof ProtocolException) Log.warn("data connection " + connId + ": " + error.getMessage());
+            abort(error instanceof EOFException ? "closed by the relay" : String.valueOf(error.getMessage()));
+        }
+    }
+}

@@ -1,0 +1,1033 @@
+///usr/bin/env jbang "$0" "$@" ; exit $?
+//JAVA 21+
+//DEPS info.picocli:picocli:4.7.7
+//SOURCES Protocol.java
+package arp;
+
+import arp.Protocol.EventLoop;
+import arp.Protocol.EventLoopGroup;
+import arp.Protocol.FrameReader;
+import arp.Protocol.Frames;
+import arp.Protocol.Hello;
+import arp.Protocol.IoHandler;
+import arp.Protocol.Log;
+import arp.Protocol.Message;
+import arp.Protocol.NewProxyConn;
+import arp.Protocol.Ping;
+import arp.Protocol.Pong;
+import arp.Protocol.ProtocolException;
+import arp.Protocol.ProxyFailed;
+import arp.Protocol.ProxyStarted;
+import arp.Protocol.Register;
+import arp.Protocol.RegisterResult;
+import arp.Protocol.RequestNewProxyConn;
+import arp.Protocol.Sockets;
+import arp.Protocol.Splice;
+import arp.Protocol.StartProxy;
+import arp.Protocol.Timer;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.BufferedInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.DataInputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.net.BindException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.net.StandardSocketOptions;
+import java.net.URLDecoder;
+import java.nio.ByteBuffer;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.security.SecureRandom;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * arps, the relay. Three ports: control (clients register and receive commands), proxy (clients open
+ * data connections) and public (visitors arrive; the request's token picks the client).
+ */
+@Command(name = "arps", mixinStandardHelpOptions = true, version = "arps " + Protocol.VERSION,
+        sortOptions = false, usageHelpAutoWidth = true,
+        description = "The arp relay: exposes services of registered arpc clients on a public port.")
+public final class Arps implements Callable<Integer> {
+
+    @Option(names = "--bind", defaultValue = "0.0.0.0", description = "Address the three ports listen on (default: ${DEFAULT-VALUE}).")
+    String bind;
+
+    @Option(names = "--control-port", defaultValue = "17001", description = "Port where clients register (default: ${DEFAULT-VALUE}; 0 = any free port).")
+    int controlPort;
+
+    @Option(names = "--proxy-port", defaultValue = "17002", description = "Port where clients open data connections (default: ${DEFAULT-VALUE}).")
+    int proxyPort;
+
+    @Option(names = "--public-port", defaultValue = "17003", description = "Port where visitors arrive (default: ${DEFAULT-VALUE}).")
+    int publicPort;
+
+    @Option(names = "--pool-size", defaultValue = "1", description = "Idle data connections kept ready per client (default: ${DEFAULT-VALUE}).")
+    int poolSize;
+
+    @Option(names = "--pending-timeout", defaultValue = "10", paramLabel = "SECONDS", description = "How long a visitor may wait for a data connection before getting 504 (default: ${DEFAULT-VALUE}).")
+    int pendingTimeout;
+
+    @Option(names = "--head-timeout", defaultValue = "10", paramLabel = "SECONDS", description = "How long a visitor or a new connection may take to send its request head or first frame (default: ${DEFAULT-VALUE}).")
+    int headTimeout;
+
+    @Option(names = "--log-level", paramLabel = "LEVEL", description = "error, warn, info, debug or trace (default: $ARP_LOG, else info).")
+    String logLevel;
+
+    @Option(names = "--json", description = "Print one JSON line on stdout once all ports listen.")
+    boolean json;
+
+    public static void main(String[] args) {
+        System.exit(new CommandLine(new Arps()).execute(args));
+    }
+
+    @Override
+    public Integer call() throws Exception {
+        try {
+            Log.configure("arps", logLevel);
+        } catch (IllegalArgumentException e) {
+            System.err.println("arps: " + e.getMessage());
+            return 2;
+        }
+        String problem = checkOptions();
+        if (problem != null) {
+            System.err.println("arps: " + problem);
+            return 2;
+        }
+        Relay relay = new Relay(this);
+        try {
+            relay.start();
+        } catch (PortInUse e) {
+            System.err.println("arps: " + e.getMessage());
+            relay.close();
+            return 1;
+        }
+        Runtime.getRuntime().addShutdownHook(new Thread(relay::close, "arps-shutdown"));
+        if (json) {
+            System.out.println("{\"event\":\"ready\",\"control_port\":" + relay.controlPort()
+                    + ",\"proxy_port\":" + relay.proxyPort() + ",\"public_port\":" + relay.publicPort() + "}");
+            System.out.flush();
+        }
+        Log.info("listening on " + bind + ": control " + relay.controlPort() + ", proxy " + relay.proxyPort()
+                + ", public " + relay.publicPort() + " (pool size " + poolSize + ")");
+        Log.warn("no client authentication: any client may register any id (authentication comes with --secret in a later version)");
+        relay.awaitClosed();
+        return 0;
+    }
+
+    private String checkOptions() {
+        for (var p : List.of(Map.entry("--control-port", controlPort), Map.entry("--proxy-port", proxyPort),
+                Map.entry("--public-port", publicPort))) {
+            if (p.getValue() < 0 || p.getValue() > 65535) return p.getKey() + " must be 0..65535, not " + p.getValue();
+        }
+        if (poolSize < 0 || poolSize > 1000) return "--pool-size must be 0..1000, not " + poolSize;
+        if (pendingTimeout < 1 || pendingTimeout > 3600) return "--pending-timeout must be 1..3600 seconds";
+        if (headTimeout < 1 || headTimeout > 3600) return "--head-timeout must be 1..3600 seconds";
+        return null;
+    }
+
+    /** Where a pooled data connection is: waiting in the pool, taken by a visitor, or closed. */
+    enum DataConnState { IDLE, TAKEN, DEAD }
+
+    static final class PortInUse extends Exception {
+        PortInUse(String message) { super(message); }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /** The running relay: listeners, registered clients and the event loops that serve their traffic. */
+    static final class Relay {
+        static final int MAX_HEAD = 32 * 1024;
+        /** A modern client that sends nothing (not even a ping) for this long is gone. */
+        static final long CLIENT_SILENCE_MILLIS = 60_000;
+        /** A requested data connection that has not arrived by then is counted as lost. */
+        static final long REQUEST_EXPIRY_NANOS = TimeUnit.SECONDS.toNanos(10);
+        static final int MAX_HANDOVER_ATTEMPTS = 3;
+
+        final Arps options;
+        final Map<String, ClientSession> clients = new ConcurrentHashMap<>();
+        final SecureRandom random = new SecureRandom();
+        private final CountDownLatch closed = new CountDownLatch(1);
+        private EventLoopGroup loops;
+        private ServerSocket controlServer;
+        private ServerSocketChannel proxyServer;
+        private ServerSocketChannel publicServer;
+        private ScheduledExecutorService maintenance;
+        private volatile boolean closing;
+
+        Relay(Arps options) { this.options = options; }
+
+        void start() throws IOException, PortInUse {
+            InetAddress address = InetAddress.getByName(options.bind);
+            controlServer = new ServerSocket();
+            controlServer.setReuseAddress(true);
+            bind("control", () -> controlServer.bind(new InetSocketAddress(address, options.controlPort), 128), options.controlPort);
+            proxyServer = openChannel("proxy", address, options.proxyPort);
+            publicServer = openChannel("public", address, options.publicPort);
+            loops = new EventLoopGroup("arps-io", EventLoopGroup.defaultSize());
+            maintenance = Executors.newSingleThreadScheduledExecutor(r -> {
+                Thread t = new Thread(r, "arps-pool");
+                t.setDaemon(true);
+                return t;
+            });
+            maintenance.scheduleWithFixedDelay(this::topUpPools, 2, 2, TimeUnit.SECONDS);
+            Thread.ofPlatform().daemon().name("arps-control-accept").start(this::acceptControl);
+            Thread.ofPlatform().daemon().name("arps-proxy-accept").start(() -> acceptLoop(proxyServer, DataConnHandshake::new));
+            Thread.ofPlatform().daemon().name("arps-public-accept").start(() -> acceptLoop(publicServer, Visitor::new));
+        }
+
+        private interface Binder { void bind() throws IOException; }
+
+        private static void bind(String name, Binder binder, int port) throws IOException, PortInUse {
+            try {
+                binder.bind();
+            } catch (BindException e) {
+                throw new PortInUse("cannot listen on the " + name + " port " + port + ": " + e.getMessage());
+            }
+        }
+
+        private ServerSocketChannel openChannel(String name, InetAddress address, int port) throws IOException, PortInUse {
+            ServerSocketChannel server = ServerSocketChannel.open();
+            server.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+            // set before bind so accepted sockets negotiate a window scale that fits 256 KiB
+            server.setOption(StandardSocketOptions.SO_RCVBUF, Protocol.SOCKET_BUFFER);
+            bind(name, () -> server.bind(new InetSocketAddress(address, port), 1024), port);
+            return server;
+        }
+
+        int controlPort() { return controlServer.getLocalPort(); }
+        int proxyPort() { return proxyServer.socket().getLocalPort(); }
+        int publicPort() { return publicServer.socket().getLocalPort(); }
+
+        void awaitClosed() throws InterruptedException { closed.await(); }
+
+        void close() {
+            if (closing) return;
+            closing = true;
+            Sockets.closeQuietly(controlServer);
+            Sockets.closeQuietly(proxyServer);
+            Sockets.closeQuietly(publicServer);
+            for (ClientSession s : clients.values()) s.close("relay shutting down");
+            if (maintenance != null) maintenance.shutdownNow();
+            if (loops != null) loops.close();
+            closed.countDown();
+        }
+
+        String newConnectionId() {
+            byte[] b = new byte[16];
+            random.nextBytes(b);
+            return HexFormat.of().formatHex(b);
+        }
+
+        private void topUpPools() {
+            for (ClientSession s : clients.values()) s.topUp();
+        }
+
+        // --- accepting
+
+        private void acceptControl() {
+            while (!closing) {
+                try {
+                    Socket socket = controlServer.accept();
+                    Thread.ofVirtual().name("arps-control").start(() -> new ControlConnection(this, socket).serve());
+                } catch (IOException e) {
+                    if (!pauseAfterAcceptError("control", e)) return;
+                }
+            }
+        }
+
+        private interface ConnectionStarter { IoHandler start(Relay relay, EventLoop loop, SocketChannel channel) throws IOException; }
+
+        private void acceptLoop(ServerSocketChannel server, ConnectionStarter starter) {
+            while (!closing) {
+                try {
+                    SocketChannel ch = server.accept();
+                    ch.configureBlocking(false);
+                    Sockets.tune(ch);
+                    EventLoop loop = loops.next();
+                    loop.execute(() -> {
+                        try {
+                            starter.start(this, loop, ch);
+                        } catch (IOException e) {
+                            Sockets.closeQuietly(ch);
+                        }
+                    });
+                } catch (IOException e) {
+                    if (!pauseAfterAcceptError("accept", e)) return;
+                }
+            }
+        }
+
+        /** An accept error (e.g. out of file descriptors) must not end the relay: log, pause, go on. */
+        private boolean pauseAfterAcceptError(String what, IOException e) {
+            if (closing) return false;
+            Log.error(what + " failed: " + e.getMessage() + "; retrying in 100 ms");
+            try {
+                Thread.sleep(100);
+            } catch (InterruptedException ie) {
+                return false;
+            }
+            return true;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Control connections: few and chatty only at start, so a virtual thread each with blocking I/O.
+
+    static final class ControlConnection {
+        private final Relay relay;
+        private final Socket socket;
+        private final String peer;
+
+        ControlConnection(Relay relay, Socket socket) {
+            this.relay = relay;
+            this.socket = socket;
+            this.peer = socket.getInetAddress().getHostAddress() + ":" + socket.getPort();
+        }
+
+        void serve() {
+            ClientSession session = null;
+            String reason = "disconnected";
+            try {
+                Sockets.tune(socket);
+                socket.setSoTimeout(relay.options.headTimeout * 1000);
+                DataInputStream in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 8192));
+                OutputStream out = socket.getOutputStream();
+                Message first = Frames.read(in);
+                if (!(first instanceof Register register)) {
+                    throw new ProtocolException("expected Register, got " + first.getClass().getSimpleName());
+                }
+                if (!Protocol.validClientId(register.clientId())) {
+                    Log.warn("refused registration from " + peer + ": invalid client id");
+                    Frames.write(out, new RegisterResult(false, "invalid client id: use 1-128 characters from A-Z a-z 0-9 . _ ~ -"));
+                    return;
+                }
+                // Our arpc sends Hello in the same write as Register; read it now so the first pool
+                // requests already know the client. The original arpc sends nothing more.
+                Message early = in.available() > 0 ? Frames.read(in) : null;
+                session = new ClientSession(relay, register.clientId(), socket, out);
+                if (early instanceof Hello hello) {
+                    session.modern = true;
+                    session.clientFeatures = hello;
+                    early = null;
+                }
+                // queued before the session is visible, so RegisterResult precedes any pool request
+                session.send(new RegisterResult(true, null));
+                if (session.modern) session.send(ourHello());
+                session.startWriter();
+                ClientSession old = relay.clients.put(session.id, session);
+                if (old != null) {
+                    Log.warn("client " + Log.mask(session.id) + " registered again from " + peer
+                            + "; the newest registration wins and the previous one is closed");
+                    old.close("replaced by a new registration");
+                }
+                Log.info("client " + Log.mask(session.id) + " registered from " + peer
+                        + (session.modern ? " (arp protocol " + Protocol.PROTOCOL_VERSION + ")" : " (original protocol)"));
+                session.topUp();
+                // The original arpc never writes after Register: only TCP keep-alive can tell it is gone.
+                socket.setSoTimeout(session.modern ? (int) Relay.CLIENT_SILENCE_MILLIS : 0);
+                if (early != null) handle(session, early);
+                while (!session.isClosed()) handle(session, Frames.read(in));
+            } catch (SocketTimeoutException e) {
+                reason = session == null ? "no Register within " + relay.options.headTimeout + " s" : "silent for 60 s";
+            } catch (EOFException e) {
+                reason = "disconnected";
+            } catch (ProtocolException e) {
+                reason = "protocol error: " + e.getMessage();
+                Log.warn("control connection from " + peer + ": " + e.getMessage() + "; closing it");
+            } catch (IOException e) {
+                reason = "connection error: " + e.getMessage();
+            } finally {
+                if (session != null) {
+                    session.close(reason);
+                } else {
+                    Log.debug("control connection from " + peer + " closed before registering: " + reason);
+                    Sockets.closeQuietly(socket);
+                }
+            }
+        }
+
+        private Hello ourHello() {
+            return new Hello(Protocol.PROTOCOL_VERSION, List.copyOf(Protocol.OUR_FEATURES), relay.publicPort());
+        }
+
+        private void handle(ClientSession session, Message m) throws IOException {
+            switch (m) {
+                case Ping p -> session.send(new Pong());
+                case Hello h -> {
+                    if (!session.modern) {
+                        session.modern = true;
+                        session.clientFeatures = h;
+                        session.send(ourHello());
+                        socket.setSoTimeout((int) Relay.CLIENT_SILENCE_MILLIS);
+                    }
+                }
+                default -> throw new ProtocolException("unexpected " + m.getClass().getSimpleName() + " on the control connection");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * One registered client: its control connection and its pool of idle data connections. The pool
+     * state is guarded by the session's monitor; channel work happens on event loops, outside it.
+     */
+    static final class ClientSession {
+        final Relay relay;
+        final String id;
+        private final Socket socket;
+        private final OutputStream out;
+        private final BlockingQueue<Message> outbox = new ArrayBlockingQueue<>(4096);
+        private Thread writer;
+        volatile boolean modern;
+        volatile Hello clientFeatures;
+
+        private final ArrayDeque<PooledConn> idle = new ArrayDeque<>();
+        private final Map<String, Long> requested = new LinkedHashMap<>();
+        private final ArrayDeque<Visitor> waiting = new ArrayDeque<>();
+        private volatile boolean closed;
+
+        ClientSession(Relay relay, String id, Socket socket, OutputStream out) {
+            this.relay = relay;
+            this.id = id;
+            this.socket = socket;
+            this.out = out;
+        }
+
+        boolean isClosed() { return closed; }
+
+        void startWriter() {
+            writer = Thread.ofVirtual().name("arps-control-writer").start(() -> {
+                List<Message> batch = new ArrayList<>();
+                try {
+                    while (!closed) {
+                        batch.add(outbox.take());
+                        outbox.drainTo(batch);
+                        Frames.write(out, batch.toArray(Message[]::new));
+                        batch.clear();
+                    }
+                } catch (InterruptedException | IOException e) {
+                    close("control connection write failed");
+                }
+            });
+        }
+
+        void send(Message m) {
+            if (closed) return;
+            if (!outbox.offer(m)) close("control connection not keeping up");
+        }
+
+        int maxIdle() { return Math.max(relay.options.poolSize * 2, relay.options.poolSize + 4); }
+
+        /** Requests as many data connections as the pool and the waiting visitors are short of. */
+        void topUp() {
+            List<String> ids = new ArrayList<>();
+            synchronized (this) {
+                if (closed) return;
+                long now = System.nanoTime();
+                requested.values().removeIf(t -> now - t > Relay.REQUEST_EXPIRY_NANOS);
+                int want = relay.options.poolSize + waiting.size() - idle.size() - requested.size();
+                want = Math.min(want, 256 - requested.size()); // a bound on outstanding requests
+                for (int i = 0; i < want; i++) {
+                    String cid = relay.newConnectionId();
+                    requested.put(cid, now);
+                    ids.add(cid);
+                }
+            }
+            for (String cid : ids) send(new RequestNewProxyConn(cid));
+        }
+
+        /** A visitor needs a data connection: a pooled one now, or the next one to arrive. */
+        void dispatch(Visitor visitor) {
+            PooledConn conn = null;
+            boolean gone;
+            synchronized (this) {
+                gone = closed;
+                if (!gone) {
+                    conn = takeIdle();
+                    if (conn == null) waiting.addLast(visitor);
+                }
+            }
+            if (gone) {
+                visitor.fail(502, "tunnel client disconnected");
+                return;
+            }
+            topUp();
+            if (conn != null) visitor.attach(conn);
+        }
+
+        private PooledConn takeIdle() {
+            PooledConn c;
+            while ((c = idle.pollLast()) != null) { // newest first: the least likely to have died
+                if (c.state.compareAndSet(DataConnState.IDLE, DataConnState.TAKEN)) return c;
+            }
+            return null;
+        }
+
+        /** A requested data connection arrived. Returns false if it was not requested by this session. */
+        boolean offer(PooledConn conn) {
+            Visitor visitor = null;
+            synchronized (this) {
+                if (closed || requested.remove(conn.connId) == null) return false;
+                while ((visitor = waiting.pollFirst()) != null && visitor.isDone()) {
+                    // a visitor that timed out while waiting
+                }
+                if (visitor == null) {
+                    if (idle.size() >= maxIdle()) return false;
+                    conn.watchIdle(this);
+                    idle.addLast(conn);
+                    return true;
+                }
+                conn.state.set(DataConnState.TAKEN);
+                conn.key.interestOps(0); // the visitor's loop takes the connection over
+            }
+            Visitor v = visitor;
+            v.loop.execute(() -> v.attach(conn));
+            return true;
+        }
+
+        void forgetIdle(PooledConn conn) {
+            synchronized (this) {
+                idle.remove(conn);
+            }
+            topUp();
+        }
+
+        synchronized void forgetWaiting(Visitor v) { waiting.remove(v); }
+
+        void close(String reason) {
+            List<PooledConn> idleConns;
+            List<Visitor> visitors;
+            synchronized (this) {
+                if (closed) return;
+                closed = true;
+                idleConns = new ArrayList<>(idle);
+                visitors = new ArrayList<>(waiting);
+                idle.clear();
+                waiting.clear();
+                requested.clear();
+            }
+            relay.clients.remove(id, this);
+            Log.info("client " + Log.mask(id) + " unregistered: " + reason);
+            Sockets.closeQuietly(socket);
+            if (writer != null) writer.interrupt();
+            for (PooledConn c : idleConns) {
+                if (c.state.compareAndSet(DataConnState.IDLE, DataConnState.DEAD)) c.loop.execute(c::close);
+            }
+            for (Visitor v : visitors) v.loop.execute(() -> v.fail(502, "tunnel client disconnected"));
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Data connections from clients
+
+    /** Reads the first frame of a new connection on the proxy port. */
+    static final class DataConnHandshake implements IoHandler {
+        private final Relay relay;
+        private final EventLoop loop;
+        private final SocketChannel ch;
+        private final FrameReader reader = new FrameReader();
+        private final Timer deadline;
+        private final SelectionKey key;
+
+        DataConnHandshake(Relay relay, EventLoop loop, SocketChannel ch) throws IOException {
+            this.relay = relay;
+            this.loop = loop;
+            this.ch = ch;
+            this.key = loop.register(ch, SelectionKey.OP_READ, this);
+            this.deadline = loop.schedule(relay.options.headTimeout * 1000L, () -> reject("no NewProxyConn in time"));
+        }
+
+        @Override
+        public void onReady(SelectionKey k) throws IOException {
+            Message m = reader.read(ch);
+            if (m == null) return;
+            deadline.cancel();
+            if (!(m instanceof NewProxyConn npc)) {
+                throw new ProtocolException("expected NewProxyConn, got " + m.getClass().getSimpleName());
+            }
+            if (reader.leftover().hasRemaining()) throw new ProtocolException("bytes after NewProxyConn before a visitor");
+            ClientSession session = relay.clients.get(npc.clientId());
+            PooledConn conn = new PooledConn(loop, ch, key, npc.proxyConnId(), npc.wantsHandover());
+            if (session == null || !session.offer(conn)) {
+                Log.debug("data connection from " + Sockets.describe(ch) + " not requested by client "
+                        + Log.mask(npc.clientId()) + "; closed");
+                k.cancel();
+                Sockets.closeQuietly(ch);
+            }
+        }
+
+        private void reject(String why) {
+            Log.warn("data connection from " + Sockets.describe(ch) + ": " + why + "; closed");
+            key.cancel();
+            Sockets.closeQuietly(ch);
+        }
+
+        @Override
+        public void onFailure(Throwable error) {
+            deadline.cancel();
+            if (error instanceof ProtocolException) reject(error.getMessage());
+            else {
+                key.cancel();
+                Sockets.closeQuietly(ch);
+            }
+        }
+    }
+
+    /** A data connection from a client, idle in its pool until a visitor takes it. */
+    static final class PooledConn implements IoHandler {
+        EventLoop loop;
+        final SocketChannel ch;
+        SelectionKey key;
+        final String connId;
+        final boolean handover;
+        final java.util.concurrent.atomic.AtomicReference<DataConnState> state =
+                new java.util.concurrent.atomic.AtomicReference<>(DataConnState.IDLE);
+        private ClientSession session;
+
+        PooledConn(EventLoop loop, SocketChannel ch, SelectionKey key, String connId, boolean handover) {
+            this.loop = loop;
+            this.ch = ch;
+            this.key = key;
+            this.connId = connId;
+            this.handover = handover;
+        }
+
+        /** While idle, the client sends nothing: readable means closed (or broken). */
+        void watchIdle(ClientSession session) {
+            this.session = session;
+            key.attach(this);
+            key.interestOps(SelectionKey.OP_READ);
+        }
+
+        @Override
+        public void onReady(SelectionKey k) {
+            if (!state.compareAndSet(DataConnState.IDLE, DataConnState.DEAD)) return;
+            Log.debug("pooled connection of client " + Log.mask(session.id) + " closed while idle");
+            close();
+            session.forgetIdle(this);
+        }
+
+        @Override
+        public void onFailure(Throwable error) {
+            state.set(DataConnState.DEAD);
+            close();
+            if (session != null) session.forgetIdle(this);
+        }
+
+        /** Moves this connection to the given loop (the visitor's) under a new handler. Call on that loop. */
+        void moveTo(EventLoop target, IoHandler handler, int ops) throws IOException {
+            if (target == loop && key.isValid()) {
+                key.attach(handler);
+                key.interestOps(ops);
+            } else {
+                key.cancel();
+                loop = target;
+                key = target.register(ch, ops, handler);
+            }
+        }
+
+        void close() {
+            key.cancel();
+            Sockets.closeQuietly(ch);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Visitors on the public port
+
+    /**
+     * A visitor: reads the HTTP request head (bounded in size and time), finds the client by token,
+     * waits for a data connection, hands the visitor's bytes over and then splices the two sockets.
+     */
+    static final class Visitor implements IoHandler {
+        final Relay relay;
+        final EventLoop loop;
+        final SocketChannel ch;
+        private final SelectionKey key;
+        private final String address;
+        private ByteBuffer head = ByteBuffer.allocate(2048);
+        private Timer timer;
+        private ByteBuffer forward;          // rewritten head and any bytes after it
+        private ClientSession session;
+        private PooledConn handingOver;      // the connection a Handover is waiting on, if any
+        private int attempts;
+        private boolean done;
+
+        Visitor(Relay relay, EventLoop loop, SocketChannel ch) throws IOException {
+            this.relay = relay;
+            this.loop = loop;
+            this.ch = ch;
+            this.address = Sockets.describe(ch);
+            this.key = loop.register(ch, SelectionKey.OP_READ, this);
+            this.timer = loop.schedule(relay.options.headTimeout * 1000L, () -> fail(408, "request head not received in time"));
+        }
+
+        boolean isDone() { return done; }
+
+        @Override
+        public void onReady(SelectionKey k) throws IOException {
+            if (done || forward != null) return;
+            if (!head.hasRemaining()) {
+                if (head.capacity() >= Relay.MAX_HEAD) {
+                    fail(431, "request head too large");
+                    return;
+                }
+                head = ByteBuffer.allocate(Math.min(head.capacity() * 4, Relay.MAX_HEAD)).put(head.flip());
+            }
+            int n = ch.read(head);
+            if (n < 0) {
+                finish(true);
+                return;
+            }
+            int end = RequestHead.findEnd(head.array(), head.position());
+            if (end < 0) {
+                if (head.position() >= Relay.MAX_HEAD) fail(431, "request head too large");
+                return;
+            }
+            route(end);
+        }
+
+        private void route(int end) {
+            RequestHead parsed;
+            try {
+                parsed = RequestHead.parse(head.array(), end);
+            } catch (RequestHead.BadRequest e) {
+                fail(400, e.getMessage());
+                return;
+            }
+            if (parsed.token() == null) {
+                fail(400, "missing token (add ?token=<id> to the URL or send an X-Arp-Token header)");
+                return;
+            }
+            session = relay.clients.get(parsed.token());
+            if (session == null) {
+                Log.debug("visitor " + address + ": no tunnel for token " + Log.mask(parsed.token()));
+                fail(404, "no tunnel for this token");
+                return;
+            }
+            byte[] rest = java.util.Arrays.copyOfRange(head.array(), end, head.position());
+            forward = ByteBuffer.allocate(parsed.bytes().length + rest.length).put(parsed.bytes()).put(rest).flip();
+            head = null;
+            key.interestOps(0); // the rest of the visitor's bytes wait in the kernel until the splice
+            timer.cancel();
+            timer = loop.schedule(relay.options.pendingTimeout * 1000L, () -> {
+                session.forgetWaiting(this);
+                fail(504, "tunnel client did not provide a connection in time");
+            });
+            Log.debug("visitor " + address + " → client " + Log.mask(session.id) + ": " + parsed.method() + " " + parsed.path());
+            session.dispatch(this);
+        }
+
+        /** Called on this visitor's loop with a data connection taken for it. */
+        void attach(PooledConn conn) {
+            if (!loop.inLoop()) {
+                loop.execute(() -> attach(conn));
+                return;
+            }
+            if (done) { // timed out or failed meanwhile: the connection was never used, so close it
+                conn.close();
+                session.topUp();
+                return;
+            }
+            try {
+                if (conn.handover) {
+                    handingOver = conn;
+                    new Handover(this, conn).start();
+                } else {
+                    spliceWith(conn, null, forward.duplicate());
+                }
+            } catch (IOException e) {
+                conn.close();
+                retry("data connection failed: " + e.getMessage());
+            }
+        }
+
+        void spliceWith(PooledConn conn, ByteBuffer toVisitor, ByteBuffer toClient) throws IOException {
+            done = true;
+            timer.cancel();
+            conn.moveTo(loop, null, 0);
+            Splice.start(loop, ch, toVisitor, conn.ch, toClient, null);
+        }
+
+        /** The data connection died before answering: try another one while time remains. */
+        void retry(String why) {
+            handingOver = null;
+            if (done) return;
+            Log.debug("visitor " + address + ": " + why + "; retrying");
+            if (++attempts >= Relay.MAX_HANDOVER_ATTEMPTS) {
+                fail(502, "tunnel client did not answer");
+                return;
+            }
+            session.dispatch(this);
+        }
+
+        /** Answers with a short plain-text error and closes. Runs on this loop. */
+        void fail(int status, String message) {
+            if (!loop.inLoop()) {
+                loop.execute(() -> fail(status, message));
+                return;
+            }
+            if (done) return;
+            done = true;
+            if (timer != null) timer.cancel();
+            if (handingOver != null) handingOver.close();
+            byte[] body = ("arp: " + message + "\n").getBytes(StandardCharsets.UTF_8);
+            String headText = "HTTP/1.1 " + status + " " + reason(status) + "\r\n"
+                    + "Content-Type: text/plain; charset=utf-8\r\n"
+                    + "Content-Length: " + body.length + "\r\n"
+                    + "Connection: close\r\n\r\n";
+            ByteBuffer response = ByteBuffer.allocate(headText.length() + body.length)
+                    .put(headText.getBytes(StandardCharsets.ISO_8859_1)).put(body).flip();
+            Log.debug("visitor " + address + ": " + status + " " + message);
+            try {
+                ch.write(response); // a few hundred bytes always fit in an empty send buffer
+                ch.shutdownOutput();
+                new Drain(loop, ch, key).start();
+            } catch (IOException e) {
+                finish(true);
+            }
+        }
+
+        private void finish(boolean abort) {
+            done = true;
+            if (timer != null) timer.cancel();
+            key.cancel();
+            if (abort) Sockets.abort(ch); else Sockets.closeQuietly(ch);
+        }
+
+        @Override
+        public void onFailure(Throwable error) {
+            if (session != null) session.forgetWaiting(this);
+            finish(true);
+        }
+
+        static String reason(int status) {
+            return switch (status) {
+                case 400 -> "Bad Request";
+                case 404 -> "Not Found";
+                case 408 -> "Request Timeout";
+                case 431 -> "Request Header Fields Too Large";
+                case 502 -> "Bad Gateway";
+                case 504 -> "Gateway Timeout";
+                default -> "Error";
+            };
+        }
+    }
+
+    /**
+     * After an error answer: read and discard what the visitor still sends (bounded), so that closing
+     * does not reset the connection before the visitor has read the answer.
+     */
+    static final class Drain implements IoHandler {
+        private final EventLoop loop;
+        private final SocketChannel ch;
+        private final SelectionKey key;
+        private Timer timer;
+        private long discarded;
+
+        Drain(EventLoop loop, SocketChannel ch, SelectionKey key) {
+            this.loop = loop;
+            this.ch = ch;
+            this.key = key;
+        }
+
+        void start() {
+            key.attach(this);
+            key.interestOps(SelectionKey.OP_READ);
+            timer = loop.schedule(2000, this::close);
+        }
+
+        @Override
+        public void onReady(SelectionKey k) throws IOException {
+            ByteBuffer scratch = loop.buffers.take();
+            try {
+                int n = ch.read(scratch);
+                discarded += Math.max(n, 0);
+                if (n < 0 || discarded > 1 << 20) close();
+            } finally {
+                loop.buffers.give(scratch);
+            }
+        }
+
+        private void close() {
+            timer.cancel();
+            key.cancel();
+            Sockets.closeQuietly(ch);
+        }
+
+        @Override
+        public void onFailure(Throwable error) { close(); }
+    }
+
+    /**
+     * Handover on a connection that asked for it: send StartProxy and the visitor's bytes, wait for the
+     * client's answer, then splice. If the connection dies first, the visitor is retried elsewhere.
+     */
+    static final class Handover implements IoHandler {
+        private final Visitor visitor;
+        private final PooledConn conn;
+        private final ByteBuffer out;
+        private final FrameReader reader = new FrameReader();
+
+        Handover(Visitor visitor, PooledConn conn) {
+            this.visitor = visitor;
+            this.conn = conn;
+            byte[] start = Frames.encode(new StartProxy(visitor.address));
+            ByteBuffer fwd = visitor.forward.duplicate();
+            this.out = ByteBuffer.allocate(start.length + fwd.remaining()).put(start).put(fwd).flip();
+        }
+
+        void start() throws IOException {
+            conn.moveTo(visitor.loop, this, SelectionKey.OP_READ);
+            writeMore();
+        }
+
+        private void writeMore() throws IOException {
+            conn.ch.write(out);
+            conn.key.interestOps(out.hasRemaining() ? SelectionKey.OP_READ | SelectionKey.OP_WRITE : SelectionKey.OP_READ);
+        }
+
+        @Override
+        public void onReady(SelectionKey k) throws IOException {
+            if (visitor.isDone()) { // the visitor timed out meanwhile
+                conn.close();
+                return;
+            }
+            if (k.isWritable()) writeMore();
+            if (!k.isReadable()) return;
+            Message m = reader.read(conn.ch);
+            if (m == null) return;
+            switch (m) {
+                case ProxyStarted s -> visitor.spliceWith(conn, reader.leftover(), out.hasRemaining() ? out : null);
+                case ProxyFailed f -> {
+                    Log.info("client " + Log.mask(visitor.session.id) + " could not reach its local service: "
+                            + (f.error() == null ? "no reason given" : f.error()));
+                    conn.close();
+                    visitor.fail(502, "the tunnel client could not reach its local service");
+                }
+                default -> throw new ProtocolException("unexpected " + m.getClass().getSimpleName() + " during handover");
+            }
+        }
+
+        @Override
+        public void onFailure(Throwable error) {
+            conn.close();
+            if (error instanceof ProtocolException) {
+                Log.warn("client " + Log.mask(visitor.session.id) + ": " + error.getMessage());
+                visitor.fail(502, "tunnel client did not answer");
+            } else {
+                visitor.retry("data connection closed before the handover was answered");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * The parts of an HTTP request head that routing needs. Only the request line is rebuilt (without
+     * the token parameter) and X-Arp-Token header lines are dropped; every other byte is kept as sent.
+     */
+    record RequestHead(String method, String path, String token, byte[] bytes) {
+
+        static final class BadRequest extends Exception {
+            BadRequest(String message) { super(message); }
+        }
+
+        /** Index just past the blank line that ends the head, or -1. Accepts CRLF and bare LF. */
+        static int findEnd(byte[] b, int length) {
+            for (int i = 0; i < length; i++) {
+                if (b[i] != '\n') continue;
+                if (i + 1 < length && b[i + 1] == '\n') return i + 2;
+                if (i + 2 < length && b[i + 1] == '\r' && b[i + 2] == '\n') return i + 3;
+            }
+            return -1;
+        }
+
+        static RequestHead parse(byte[] b, int end) throws BadRequest {
+            int lineEnd = indexOf(b, (byte) '\n', 0, end);
+            int textEnd = lineEnd > 0 && b[lineEnd - 1] == '\r' ? lineEnd - 1 : lineEnd;
+            String requestLine = new String(b, 0, textEnd, StandardCharsets.ISO_8859_1);
+            String[] parts = requestLine.split(" ", -1);
+            if (parts.length != 3 || parts[0].isEmpty() || parts[1].isEmpty() || !parts[2].matches("HTTP/\\d\\.\\d")) {
+                throw new BadRequest("not an HTTP/1.x request");
+            }
+            String method = parts[0];
+            String target = parts[1];
+            String token = null;
+            int q = target.indexOf('?');
+            String newTarget = target;
+            if (q >= 0) {
+                List<String> kept = new ArrayList<>();
+                for (String pair : target.substring(q + 1).split("&", -1)) {
+                    int eq = pair.indexOf('=');
+                    String name = eq < 0 ? pair : pair.substring(0, eq);
+                    if (name.equals("token")) {
+                        if (token == null && eq >= 0) token = decode(pair.substring(eq + 1));
+                    } else {
+                        kept.add(pair);
+                    }
+                }
+                String query = String.join("&", kept);
+                newTarget = target.substring(0, q) + (query.isEmpty() ? "" : "?" + query);
+            }
+            ByteArrayOutputStream out = new ByteArrayOutputStream(end);
+            out.writeBytes((method + " " + newTarget + " " + parts[2]).getBytes(StandardCharsets.ISO_8859_1));
+            out.write(b, textEnd, lineEnd + 1 - textEnd);
+            int pos = lineEnd + 1;
+            while (pos < end) {
+                int next = indexOf(b, (byte) '\n', pos, end);
+                int stop = next < 0 ? end : next + 1;
+                String line = new String(b, pos, stop - pos, StandardCharsets.ISO_8859_1);
+                int colon = line.indexOf(':');
+                if (colon > 0 && line.substring(0, colon).trim().equalsIgnoreCase("X-Arp-Token")) {
+                    if (token == null) token = line.substring(colon + 1).trim();
+                } else {
+                    out.write(b, pos, stop - pos);
+                }
+                pos = stop;
+            }
+            if (token != null && token.isEmpty()) token = null;
+            String path = q >= 0 ? target.substring(0, q) : target;
+            return new RequestHead(method, path, token, out.toByteArray());
+        }
+
+        private static String decode(String s) {
+            try {
+                return URLDecoder.decode(s, StandardCharsets.UTF_8);
+            } catch (IllegalArgumentException e) {
+                return s;
+            }
+        }
+
+        private static int indexOf(byte[] b, byte v, int from, int to) {
+            for (int i = from; i < to; i++) if (b[i] == v) return i;
+            return -1;
+        }
+    }
+}

@@ -1,0 +1,889 @@
+//DEPS com.fasterxml.jackson.core:jackson-databind:2.23.0
+package arp;
+
+import com.fasterxml.jackson.annotation.JsonInclude;
+import com.fasterxml.jackson.annotation.JsonProperty;
+import com.fasterxml.jackson.annotation.JsonPropertyOrder;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+
+import java.io.DataInputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.net.SocketOption;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.channels.CancelledKeyException;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.NetworkChannel;
+import java.nio.channels.SelectableChannel;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.Instant;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.PriorityQueue;
+import java.util.Set;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.Executor;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * What arps and arpc share: the wire messages and their framing, the event loops, and the byte pump
+ * that splices two sockets together.
+ *
+ * <h2>Wire protocol</h2>
+ * Every frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON; a message is
+ * externally tagged ({@code {"Register":{"client_id":"x"}}}). The first four messages are the Rust
+ * original's, byte for byte. Everything else is an addition that is only ever sent to a peer that
+ * announced it understands it, so an original arps or arpc keeps working with ours:
+ * <ul>
+ *   <li>{@code Hello}: arpc sends it right after {@code Register}; the original arps ignores every byte
+ *       after {@code Register}. Our arps answers with its own {@code Hello}; an arpc that never gets one
+ *       knows it talks to the original.</li>
+ *   <li>{@code Ping}/{@code Pong}: heartbeats on the control connection (the original arps ignores the
+ *       pings, which also keep its 90 s idle timer from firing).</li>
+ *   <li>{@code NewProxyConn.handover=true} marks a data connection on which arps announces a visitor with
+ *       {@code StartProxy} and arpc answers {@code ProxyStarted} or {@code ProxyFailed} before raw bytes
+ *       flow. That lets arpc connect to the local service when a visitor arrives (even for protocols where
+ *       the server speaks first) and lets arps retry a visitor on another connection if a pooled one died.
+ *       Without the flag arps writes the visitor's bytes straight away, as the original does.</li>
+ * </ul>
+ */
+public final class Protocol {
+    private Protocol() {}
+
+    public static final String VERSION = "0.1.0";
+    /** Version of our protocol additions, sent in Hello. */
+    public static final int PROTOCOL_VERSION = 1;
+    /** Largest frame either side accepts; a bigger length prefix closes the connection. */
+    public static final int MAX_FRAME = 64 * 1024;
+    public static final int SOCKET_BUFFER = 256 * 1024;
+    public static final String FEATURE_HEARTBEAT = "heartbeat";
+    public static final String FEATURE_HANDOVER = "handover";
+
+    // ------------------------------------------------------------------------------------------------
+    // Messages
+
+    public sealed interface Message
+            permits Register, RegisterResult, RequestNewProxyConn, NewProxyConn,
+                    Hello, Ping, Pong, StartProxy, ProxyStarted, ProxyFailed {}
+
+    /** arpc → arps, first frame on the control connection. */
+    public record Register(@JsonProperty("client_id") String clientId) implements Message {}
+
+    /** arps → arpc, the answer to Register. {@code error} is always written, as null when absent. */
+    @JsonPropertyOrder({"success", "error"})
+    public record RegisterResult(boolean success, String error) implements Message {}
+
+    /** arps → arpc on control: open a data connection carrying this id. */
+    public record RequestNewProxyConn(@JsonProperty("proxy_conn_id") String proxyConnId) implements Message {}
+
+    /** arpc → arps, first frame on a data connection. {@code handover} is ours and omitted when null. */
+    @JsonPropertyOrder({"proxy_conn_id", "client_id", "handover"})
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record NewProxyConn(@JsonProperty("proxy_conn_id") String proxyConnId,
+                               @JsonProperty("client_id") String clientId,
+                               Boolean handover) implements Message {
+        public boolean wantsHandover() { return Boolean.TRUE.equals(handover); }
+    }
+
+    /** Both directions on control: which additions the sender understands. */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record Hello(int version, List<String> features, @JsonProperty("public_port") Integer publicPort)
+            implements Message {
+        public boolean has(String feature) { return features != null && features.contains(feature); }
+    }
+
+    public record Ping() implements Message {}
+
+    public record Pong() implements Message {}
+
+    /** arps → arpc on a handover data connection: a visitor is attached; its bytes follow. */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record StartProxy(String visitor) implements Message {}
+
+    /** arpc → arps: the local service is connected; raw bytes follow. */
+    public record ProxyStarted() implements Message {}
+
+    /** arpc → arps: the local service could not be reached; the connection closes. */
+    public record ProxyFailed(String error) implements Message {}
+
+    /** A frame that cannot be accepted: too large, not JSON, or not a message we know. */
+    public static final class ProtocolException extends IOException {
+        public ProtocolException(String message) { super(message); }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Framing
+
+    public static final class Frames {
+        private Frames() {}
+
+        static final ObjectMapper JSON = new ObjectMapper()
+                .configure(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES, false)
+                .configure(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES, true)
+                .configure(SerializationFeature.FAIL_ON_EMPTY_BEANS, false);
+
+        private static final Map<String, Class<? extends Message>> TYPES = Map.of(
+                "Register", Register.class,
+                "RegisterResult", RegisterResult.class,
+                "RequestNewProxyConn", RequestNewProxyConn.class,
+                "NewProxyConn", NewProxyConn.class,
+                "Hello", Hello.class,
+                "Ping", Ping.class,
+                "Pong", Pong.class,
+                "StartProxy", StartProxy.class,
+                "ProxyStarted", ProxyStarted.class,
+                "ProxyFailed", ProxyFailed.class);
+
+        /** The JSON text of a message, without the length prefix. */
+        public static String toJson(Message message) {
+            ObjectNode root = JSON.createObjectNode();
+            root.set(message.getClass().getSimpleName(), JSON.valueToTree(message));
+            try {
+                return JSON.writeValueAsString(root);
+            } catch (JsonProcessingException e) {
+                throw new IllegalStateException(e);
+            }
+        }
+
+        /** A complete frame: length prefix and JSON. */
+        public static byte[] encode(Message message) {
+            byte[] json = toJson(message).getBytes(StandardCharsets.UTF_8);
+            byte[] frame = new byte[4 + json.length];
+            ByteBuffer.wrap(frame).putInt(json.length).put(json);
+            return frame;
+        }
+
+        public static Message decode(byte[] json, int offset, int length) throws ProtocolException {
+            JsonNode root;
+            try {
+                root = JSON.readTree(json, offset, length);
+            } catch (IOException e) {
+                throw new ProtocolException("invalid JSON in frame");
+            }
+            if (root == null || !root.isObject() || root.size() != 1) {
+                throw new ProtocolException("frame is not a single tagged message");
+            }
+            String name = root.fieldNames().next();
+            Class<? extends Message> type = TYPES.get(name);
+            if (type == null) throw new ProtocolException("unknown command " + printable(name));
+            JsonNode body = root.get(name);
+            if (!body.isObject()) throw new ProtocolException("command " + name + " has no object body");
+            Message message;
+            try {
+                message = JSON.treeToValue(body, type);
+            } catch (IOException | IllegalArgumentException e) {
+                throw new ProtocolException("malformed " + name);
+            }
+            checkRequired(message);
+            return message;
+        }
+
+        private static void checkRequired(Message m) throws ProtocolException {
+            String missing = switch (m) {
+                case Register r when r.clientId() == null -> "client_id";
+                case RequestNewProxyConn r when r.proxyConnId() == null -> "proxy_conn_id";
+                case NewProxyConn n when n.proxyConnId() == null -> "proxy_conn_id";
+                case NewProxyConn n when n.clientId() == null -> "client_id";
+                default -> null;
+            };
+            if (missing != null) {
+                throw new ProtocolException("malformed " + m.getClass().getSimpleName() + ": no " + missing);
+            }
+        }
+
+        /** Reads one frame from a blocking stream; EOF before the first byte is {@link EOFException}. */
+        public static Message read(InputStream in) throws IOException {
+            DataInputStream data = in instanceof DataInputStream d ? d : new DataInputStream(in);
+            int length = data.readInt();
+            checkLength(length);
+            byte[] json = data.readNBytes(length);
+            if (json.length < length) throw new EOFException("connection closed inside a frame");
+            return decode(json, 0, length);
+        }
+
+        public static void write(OutputStream out, Message... messages) throws IOException {
+            if (messages.length == 1) {
+                out.write(encode(messages[0]));
+            } else {
+                java.io.ByteArrayOutputStream all = new java.io.ByteArrayOutputStream();
+                for (Message m : messages) all.write(encode(m));
+                out.write(all.toByteArray()); // one write, so the frames usually travel in one segment
+            }
+            out.flush();
+        }
+
+        static void checkLength(int length) throws ProtocolException {
+            if (length <= 0 || length > MAX_FRAME) {
+                throw new ProtocolException("frame length " + Integer.toUnsignedString(length)
+                        + " outside 1.." + MAX_FRAME);
+            }
+        }
+
+        private static String printable(String s) {
+            String cut = s.length() > 40 ? s.substring(0, 40) + "…" : s;
+            return cut.replaceAll("[^\\x20-\\x7e]", "?");
+        }
+    }
+
+    /**
+     * Reads one frame from a non-blocking channel across several readiness events. Bytes that arrive
+     * after the frame are kept: on a data connection they belong to the spliced stream.
+     */
+    public static final class FrameReader {
+        private ByteBuffer buffer = ByteBuffer.allocate(512);
+
+        /** The next message, or null if more bytes are needed. Throws EOFException on end of stream. */
+        public Message read(SocketChannel channel) throws IOException {
+            while (true) {
+                Message m = parse();
+                if (m != null) return m;
+                if (!buffer.hasRemaining()) grow();
+                int n = channel.read(buffer);
+                if (n < 0) throw new EOFException("connection closed before a complete frame");
+                if (n == 0) return null;
+            }
+        }
+
+        private Message parse() throws ProtocolException {
+            if (buffer.position() < 4) return null;
+            int length = buffer.getInt(0);
+            Frames.checkLength(length);
+            if (buffer.position() < 4 + length) {
+                if (buffer.capacity() < 4 + length) grow(4 + length);
+                return null;
+            }
+            Message m = Frames.decode(buffer.array(), 4, length);
+            buffer.flip().position(4 + length);
+            buffer.compact();
+            return m;
+        }
+
+        private void grow() { grow(buffer.capacity() * 2); }
+
+        private void grow(int capacity) {
+            ByteBuffer bigger = ByteBuffer.allocate(Math.min(Math.max(capacity, 512), 4 + MAX_FRAME));
+            buffer.flip();
+            bigger.put(buffer);
+            buffer = bigger;
+        }
+
+        /** Bytes received after the last frame, ready to read (may be empty). */
+        public ByteBuffer leftover() {
+            ByteBuffer copy = buffer.duplicate().flip();
+            return ByteBuffer.allocate(copy.remaining()).put(copy).flip();
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Logging: one line per event on stderr, stdout stays free for machine-readable output.
+
+    public enum Level { ERROR, WARN, INFO, DEBUG, TRACE }
+
+    public static final class Log {
+        private Log() {}
+
+        private static volatile Level threshold = Level.INFO;
+        private static volatile String program = "arp";
+
+        /** Sets the level from an option value, else from ARP_LOG, else INFO. */
+        public static void configure(String programName, String option) {
+            program = programName;
+            String value = option != null ? option : System.getenv("ARP_LOG");
+            if (value == null || value.isBlank()) value = "info";
+            threshold = parseLevel(value);
+        }
+
+        public static Level parseLevel(String value) {
+            try {
+                return Level.valueOf(value.trim().toUpperCase(Locale.ROOT));
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("unknown log level '" + value
+                        + "' (use error, warn, info, debug or trace)");
+            }
+        }
+
+        public static boolean enabled(Level level) { return level.ordinal() <= threshold.ordinal(); }
+
+        public static void error(String msg) { log(Level.ERROR, msg); }
+        public static void warn(String msg) { log(Level.WARN, msg); }
+        public static void info(String msg) { log(Level.INFO, msg); }
+        public static void debug(String msg) { log(Level.DEBUG, msg); }
+
+        public static void log(Level level, String msg) {
+            if (!enabled(level)) return;
+            String line = Instant.now() + " " + String.format("%-5s", level) + " " + program + ": " + msg;
+            System.err.println(line);
+        }
+
+        /** A token as it may appear in a log: its first four characters at most. */
+        public static String mask(String token) {
+            if (token == null) return "-";
+            return (token.length() <= 4 ? "" : token.substring(0, 4)) + "****";
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Sockets
+
+    public static final class Sockets {
+        private Sockets() {}
+
+        /** TCP_NODELAY, keep-alive with short probes, and 256 KiB buffers: every tunnel socket gets these. */
+        public static void tune(NetworkChannel channel) throws IOException {
+            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+            channel.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
+            channel.setOption(StandardSocketOptions.SO_SNDBUF, SOCKET_BUFFER);
+            channel.setOption(StandardSocketOptions.SO_RCVBUF, SOCKET_BUFFER);
+            setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, 60);
+            setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL, 10);
+            setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT, 3);
+        }
+
+        /** Same for a blocking control socket. */
+        public static void tune(java.net.Socket socket) throws IOException {
+            socket.setTcpNoDelay(true);
+            socket.setKeepAlive(true);
+            socket.setSendBufferSize(SOCKET_BUFFER);
+            socket.setReceiveBufferSize(SOCKET_BUFFER);
+            for (var e : List.of(Map.entry(jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, 60),
+                    Map.entry(jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL, 10),
+                    Map.entry(jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT, 3))) {
+                if (socket.supportedOptions().contains(e.getKey())) socket.setOption(e.getKey(), e.getValue());
+            }
+        }
+
+        private static <T> void setIfSupported(NetworkChannel ch, SocketOption<T> option, T value) throws IOException {
+            if (ch.supportedOptions().contains(option)) ch.setOption(option, value);
+        }
+
+        public static void closeQuietly(AutoCloseable c) {
+            if (c == null) return;
+            try {
+                c.close();
+            } catch (Exception ignored) {
+                // closing is best effort
+            }
+        }
+
+        /** Closes with an RST rather than a FIN, for connections that broke mid-stream. */
+        public static void abort(SocketChannel ch) {
+            if (ch == null) return;
+            try {
+                if (ch.isOpen()) ch.setOption(StandardSocketOptions.SO_LINGER, 0);
+            } catch (IOException ignored) {
+                // the channel is going away anyway
+            }
+            closeQuietly(ch);
+        }
+
+        public static String describe(SocketChannel ch) {
+            try {
+                var a = ch.getRemoteAddress();
+                if (a instanceof InetSocketAddress i) return i.getAddress().getHostAddress() + ":" + i.getPort();
+                return String.valueOf(a);
+            } catch (IOException e) {
+                return "?";
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Event loops: one thread and one selector each; every channel is served by one loop only.
+
+    /** Receives readiness events for one registered channel. Runs on its loop's thread. */
+    public interface IoHandler {
+        void onReady(SelectionKey key) throws IOException;
+
+        /** An exception escaped {@link #onReady}; release everything. */
+        void onFailure(Throwable error);
+    }
+
+    public static final class Timer implements Comparable<Timer> {
+        final long deadline;
+        final long order;
+        final Runnable task;
+        boolean cancelled;
+
+        Timer(long deadline, long order, Runnable task) {
+            this.deadline = deadline;
+            this.order = order;
+            this.task = task;
+        }
+
+        public void cancel() { cancelled = true; }
+
+        @Override
+        public int compareTo(Timer o) {
+            int c = Long.compare(deadline, o.deadline);
+            return c != 0 ? c : Long.compare(order, o.order);
+        }
+    }
+
+    public static final class EventLoop implements Executor, Runnable {
+        private final Selector selector;
+        private final Thread thread;
+        private final ConcurrentLinkedQueue<Runnable> tasks = new ConcurrentLinkedQueue<>();
+        private final AtomicBoolean wakeupPending = new AtomicBoolean();
+        private final PriorityQueue<Timer> timers = new PriorityQueue<>();
+        private long timerOrder;
+        private volatile boolean running = true;
+        final BufferPool buffers = new BufferPool();
+
+        EventLoop(String name) throws IOException {
+            selector = Selector.open();
+            thread = new Thread(this, name);
+            thread.setDaemon(true);
+        }
+
+        void start() { thread.start(); }
+
+        public boolean inLoop() { return Thread.currentThread() == thread; }
+
+        @Override
+        public void execute(Runnable task) {
+            tasks.add(task);
+            if (!inLoop() && wakeupPending.compareAndSet(false, true)) selector.wakeup();
+        }
+
+        /** Runs the task on this loop after the delay. Call on the loop thread. */
+        public Timer schedule(long delayMillis, Runnable task) {
+            Timer t = new Timer(System.nanoTime() + delayMillis * 1_000_000L, timerOrder++, task);
+            timers.add(t);
+            return t;
+        }
+
+        /**
+         * Registers a channel with this loop (or re-targets its existing key here). Call on the loop
+         * thread. A channel moved from another loop must have had its key there cancelled first.
+         */
+        public SelectionKey register(SelectableChannel channel, int ops, IoHandler handler) throws ClosedChannelException {
+            SelectionKey key = channel.keyFor(selector);
+            if (key != null && key.isValid()) {
+                key.attach(handler);
+                key.interestOps(ops);
+                return key;
+            }
+            return channel.register(selector, ops, handler);
+        }
+
+        @Override
+        public void run() {
+            while (running) {
+                try {
+                    long timeout = runTimers();
+                    if (!tasks.isEmpty()) {
+                        selector.selectNow();
+                    } else {
+                        selector.select(timeout);
+                    }
+                    wakeupPending.set(false);
+                    var selected = selector.selectedKeys();
+                    if (!selected.isEmpty()) {
+                        for (SelectionKey key : selected) dispatch(key);
+                        selected.clear();
+                    }
+                    Runnable task;
+                    while ((task = tasks.poll()) != null) {
+                        try {
+                            task.run();
+                        } catch (Throwable t) {
+                            Log.error("internal error in " + thread.getName() + ": " + t);
+                        }
+                    }
+                } catch (Throwable t) {
+                    Log.error("event loop " + thread.getName() + " failed: " + t);
+                }
+            }
+            for (SelectionKey key : selector.keys()) {
+                if (key.attachment() instanceof IoHandler h) h.onFailure(new ClosedChannelException());
+                Sockets.closeQuietly(key.channel());
+            }
+            Sockets.closeQuietly(selector);
+        }
+
+        private static void dispatch(SelectionKey key) {
+            IoHandler handler = (IoHandler) key.attachment();
+            if (handler == null || !key.isValid()) return;
+            try {
+                handler.onReady(key);
+            } catch (CancelledKeyException e) {
+                // the handler closed its channel earlier in this round
+            } catch (Throwable t) {
+                handler.onFailure(t);
+            }
+        }
+
+        /** Runs due timers; returns how long select may block (0 = forever). */
+        private long runTimers() {
+            while (true) {
+                Timer t = timers.peek();
+                if (t == null) return 0;
+                if (t.cancelled) {
+                    timers.poll();
+                    continue;
+                }
+                long wait = t.deadline - System.nanoTime();
+                if (wait > 0) return Math.max(1, wait / 1_000_000L);
+                timers.poll();
+                try {
+                    t.task.run();
+                } catch (Throwable e) {
+                    Log.error("internal error in timer: " + e);
+                }
+            }
+        }
+
+        void shutdown() {
+            running = false;
+            selector.wakeup();
+        }
+
+        void join(long millis) throws InterruptedException { thread.join(millis); }
+    }
+
+    /** A few event loops, used round-robin. */
+    public static final class EventLoopGroup implements AutoCloseable {
+        private final EventLoop[] loops;
+        private final AtomicInteger next = new AtomicInteger();
+
+        public EventLoopGroup(String name, int count) throws IOException {
+            loops = new EventLoop[count];
+            for (int i = 0; i < count; i++) {
+                loops[i] = new EventLoop(name + "-" + i);
+                loops[i].start();
+            }
+        }
+
+        public static int defaultSize() { return Math.max(1, Runtime.getRuntime().availableProcessors()); }
+
+        public EventLoop next() { return loops[Math.floorMod(next.getAndIncrement(), loops.length)]; }
+
+        @Override
+        public void close() {
+            for (EventLoop l : loops) l.shutdown();
+            for (EventLoop l : loops) {
+                try {
+                    l.join(500);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }
+    }
+
+    /** Direct buffers of one size, kept per loop so taking and giving back needs no locking. */
+    public static final class BufferPool {
+        public static final int SIZE = 64 * 1024;
+        private static final int MAX_CACHED = 64;
+        private final ArrayDeque<ByteBuffer> free = new ArrayDeque<>();
+
+        public ByteBuffer take() {
+            ByteBuffer b = free.pollLast();
+            return b != null ? b : ByteBuffer.allocateDirect(SIZE);
+        }
+
+        public void give(ByteBuffer b) {
+            if (b == null || !b.isDirect() || b.capacity() != SIZE) return;
+            b.clear();
+            if (free.size() < MAX_CACHED) free.addLast(b);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // The byte pump
+
+    /**
+     * Copies bytes both ways between two non-blocking sockets on one event loop. A side holds a buffer
+     * only while its peer cannot take the bytes yet; while it does, that side is not read
+     * (back-pressure). End of stream on one side becomes a half-close on the other; the pair closes
+     * when both directions have ended, or at once on an error.
+     */
+    public static final class Splice {
+        private final EventLoop loop;
+        private final Side a;
+        private final Side b;
+        private final Runnable onClose;
+        private boolean closed;
+
+        /**
+         * @param toA bytes to write to {@code chA} before anything read from {@code chB} (may be null)
+         * @param toB bytes to write to {@code chB} before anything read from {@code chA} (may be null)
+         */
+        public static void start(EventLoop loop, SocketChannel chA, ByteBuffer toA,
+                                 SocketChannel chB, ByteBuffer toB, Runnable onClose) throws IOException {
+            new Splice(loop, chA, chB, onClose).begin(toA, toB);
+        }
+
+        private Splice(EventLoop loop, SocketChannel chA, SocketChannel chB, Runnable onClose) {
+            this.loop = loop;
+            this.a = new Side(chA);
+            this.b = new Side(chB);
+            a.peer = b;
+            b.peer = a;
+            this.onClose = onClose;
+        }
+
+        private void begin(ByteBuffer toA, ByteBuffer toB) throws IOException {
+            a.key = loop.register(a.ch, 0, a);
+            b.key = loop.register(b.ch, 0, b);
+            // "pending" of a side = bytes read from it, waiting for its peer
+            if (toA != null && toA.hasRemaining()) b.pending = toA;
+            if (toB != null && toB.hasRemaining()) a.pending = toB;
+            try {
+                a.start();
+                b.start();
+            } catch (IOException e) {
+                close(true);
+            }
+        }
+
+        private void close(boolean abort) {
+            if (closed) return;
+            closed = true;
+            for (Side s : new Side[] {a, b}) {
+                if (s.pending != null && s.pending.isDirect()) loop.buffers.give(s.pending);
+                s.pending = null;
+                if (abort) Sockets.abort(s.ch); else Sockets.closeQuietly(s.ch);
+            }
+            if (onClose != null) onClose.run();
+        }
+
+        private final class Side implements IoHandler {
+            final SocketChannel ch;
+            Side peer;
+            SelectionKey key;
+            ByteBuffer pending;     // read from this side, not yet written to peer
+            boolean inputEnded;     // this side sent FIN
+            boolean outputShut;     // we sent FIN to this side
+
+            Side(SocketChannel ch) { this.ch = ch; }
+
+            void start() throws IOException {
+                if (pending != null) {
+                    flushTo();
+                } else {
+                    setInterest(SelectionKey.OP_READ, true);
+                }
+            }
+
+            @Override
+            public void onReady(SelectionKey k) throws IOException {
+                if (closed) return;
+                int ready = k.readyOps();
+                if ((ready & SelectionKey.OP_WRITE) != 0) peer.flushTo();
+                if (!closed && (ready & SelectionKey.OP_READ) != 0 && k.isValid()) readFrom();
+            }
+
+            /** Reads what this side sent and passes it on to the peer. */
+            private void readFrom() throws IOException {
+                if (pending != null || inputEnded) return;
+                ByteBuffer buf = loop.buffers.take();
+                int n;
+                try {
+                    n = ch.read(buf);
+                } catch (IOException e) {
+                    loop.buffers.give(buf);
+                    throw e;
+                }
+                if (n < 0) {
+                    loop.buffers.give(buf);
+                    inputEnded = true;
+                    setInterest(SelectionKey.OP_READ, false);
+                    peer.shutdownOutput();
+                    return;
+                }
+                if (n == 0) {
+                    loop.buffers.give(buf);
+                    return;
+                }
+                buf.flip();
+                pending = buf;
+                flushTo();
+            }
+
+            /** Writes this side's pending bytes to the peer; stops reading this side while they wait. */
+            void flushTo() throws IOException {
+                ByteBuffer buf = pending;
+                if (buf == null) return;
+                peer.ch.write(buf);
+                if (buf.hasRemaining()) {
+                    setInterest(SelectionKey.OP_READ, false);
+                    peer.setInterest(SelectionKey.OP_WRITE, true);
+                    return;
+                }
+                pending = null;
+                if (buf.isDirect()) loop.buffers.give(buf);
+                peer.setInterest(SelectionKey.OP_WRITE, false);
+                if (inputEnded) {
+                    peer.shutdownOutput();
+                } else {
+                    setInterest(SelectionKey.OP_READ, true);
+                }
+            }
+
+            void shutdownOutput() throws IOException {
+                if (peer.pending != null) return; // flushTo() will call again once drained
+                if (!outputShut) {
+                    outputShut = true;
+                    try {
+                        ch.shutdownOutput();
+                    } catch (IOException e) {
+                        // the peer is gone; nothing more to send it
+                    }
+                }
+                if (inputEnded && peer.inputEnded && peer.outputShut && outputShut) close(false);
+            }
+
+            void setInterest(int op, boolean on) {
+                if (closed || !key.isValid()) return;
+                int ops = key.interestOps();
+                int next = on ? ops | op : ops & ~op;
+                if (next != ops) key.interestOps(next);
+            }
+
+            @Override
+            public void onFailure(Throwable error) {
+                if (!(error instanceof IOException)) Log.error("splice failed: " + error);
+                else Log.debug("connection ended: " + error.getMessage());
+                close(true);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Client identity
+
+    /** The original's machine code: a name-based UUID v5 over the machine's traits. */
+    public static final class MachineId {
+        private MachineId() {}
+
+        static final byte[] OID_NAMESPACE = HexFormat.of().parseHex("6ba7b8129dad11d180b400c04fd430c8");
+
+        /** UUID v5 (SHA-1) of the name in the OID namespace: 32 upper-case hex digits, no dashes. */
+        public static String uuidV5(String name) {
+            MessageDigest sha1;
+            try {
+                sha1 = MessageDigest.getInstance("SHA-1");
+            } catch (NoSuchAlgorithmException e) {
+                throw new IllegalStateException(e);
+            }
+            sha1.update(OID_NAMESPACE);
+            sha1.update(name.getBytes(StandardCharsets.UTF_8));
+            byte[] h = sha1.digest();
+            h[6] = (byte) ((h[6] & 0x0f) | 0x50);
+            h[8] = (byte) ((h[8] & 0x3f) | 0x80);
+            return HexFormat.of().withUpperCase().formatHex(h, 0, 16);
+        }
+
+        /** The traits joined as the original does: host, machine id, user, os, arch, computer, distro. */
+        public static String traits() {
+            String os = osName();
+            List<String> parts = new ArrayList<>();
+            String host = hostName();
+            if (host != null) parts.add("host:" + host);
+            String machine = switch (os) {
+                case "linux" -> firstFile("/etc/machine-id", "/var/lib/dbus/machine-id");
+                case "macos" -> firstFile("/etc/hostid");
+                default -> null;
+            };
+            if (machine != null) parts.add("machine_id:" + machine);
+            String user = System.getenv("USER");
+            if (user == null) user = System.getenv("USERNAME");
+            if (user != null && !user.isEmpty()) parts.add("user:" + user);
+            parts.add("os:" + os);
+            parts.add("arch:" + rustArch(System.getProperty("os.arch", "")));
+            if (os.equals("windows") && System.getenv("COMPUTERNAME") != null) {
+                parts.add("computer:" + System.getenv("COMPUTERNAME"));
+            }
+            if (os.equals("linux")) {
+                String distro = prettyName();
+                if (distro != null) parts.add("distro:" + distro);
+            }
+            return String.join("|", parts);
+        }
+
+        public static String generate() { return uuidV5(traits()); }
+
+        static String osName() {
+            String os = System.getProperty("os.name", "").toLowerCase(Locale.ROOT);
+            if (os.contains("mac") || os.contains("darwin")) return "macos";
+            if (os.contains("win")) return "windows";
+            return os.contains("linux") ? "linux" : os;
+        }
+
+        static String rustArch(String javaArch) {
+            return switch (javaArch) {
+                case "amd64", "x86_64" -> "x86_64";
+                case "x86", "i386", "i486", "i586", "i686" -> "x86";
+                case "arm64", "aarch64" -> "aarch64";
+                default -> javaArch;
+            };
+        }
+
+        /** gethostname(), not a resolved name: the kernel's own value where we can read it. */
+        private static String hostName() {
+            String h = firstFile("/proc/sys/kernel/hostname");
+            if (h != null) return h;
+            String env = System.getenv(osName().equals("windows") ? "COMPUTERNAME" : "HOSTNAME");
+            if (env != null && !env.isBlank()) return env.trim();
+            try {
+                return java.net.InetAddress.getLocalHost().getHostName();
+            } catch (IOException e) {
+                return null;
+            }
+        }
+
+        private static String prettyName() {
+            try {
+                for (String line : Files.readAllLines(Path.of("/etc/os-release"))) {
+                    if (line.startsWith("PRETTY_NAME=")) {
+                        return line.substring("PRETTY_NAME=".length()).trim().replaceAll("^[\"']+|[\"']+$", "");
+                    }
+                }
+            } catch (IOException e) {
+                // no os-release: the part is skipped, as the original does
+            }
+            return null;
+        }
+
+        private static String firstFile(String... paths) {
+            for (String p : paths) {
+                try {
+                    String s = Files.readString(Path.of(p)).trim();
+                    if (!s.isEmpty()) return s;
+                } catch (IOException e) {
+                    // try the next one
+                }
+            }
+            return null;
+        }
+    }
+
+    /** Client ids travel in URLs and logs: keep them to a safe, bounded alphabet. */
+    public static boolean validClientId(String id) {
+        return id != null && id.matches("[A-Za-z0-9._~-]{1,128}");
+    }
+
+    static final Set<String> OUR_FEATURES = Set.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER);
+}
