@@ -769,9 +769,10 @@ public final class Arps implements Callable<Integer> {
         }
 
         void spliceWith(PooledConn conn, ByteBuffer toVisitor, ByteBuffer toClient) throws IOException {
+            conn.moveTo(loop, null, 0); // may fail: the caller then retries with another connection
             done = true;
+            handingOver = null;
             timer.cancel();
-            conn.moveTo(loop, null, 0);
             Splice.start(loop, ch, toVisitor, conn.ch, toClient, null);
         }
 

@@ -631,7 +631,7 @@ public final class Protocol {
          * @param toB bytes to write to {@code chB} before anything read from {@code chA} (may be null)
          */
         public static void start(EventLoop loop, SocketChannel chA, ByteBuffer toA,
-                                 SocketChannel chB, ByteBuffer toB, Runnable onClose) throws IOException {
+                                 SocketChannel chB, ByteBuffer toB, Runnable onClose) {
             new Splice(loop, chA, chB, onClose).begin(toA, toB);
         }
 
@@ -644,16 +644,17 @@ public final class Protocol {
             this.onClose = onClose;
         }
 
-        private void begin(ByteBuffer toA, ByteBuffer toB) throws IOException {
-            a.key = loop.register(a.ch, 0, a);
-            b.key = loop.register(b.ch, 0, b);
+        private void begin(ByteBuffer toA, ByteBuffer toB) {
             // "pending" of a side = bytes read from it, waiting for its peer
             if (toA != null && toA.hasRemaining()) b.pending = toA;
             if (toB != null && toB.hasRemaining()) a.pending = toB;
             try {
+                a.key = loop.register(a.ch, 0, a);
+                b.key = loop.register(b.ch, 0, b);
                 a.start();
                 b.start();
             } catch (IOException e) {
+                Log.debug("splice failed to start: " + e.getMessage());
                 close(true);
             }
         }
@@ -664,6 +665,7 @@ public final class Protocol {
             for (Side s : new Side[] {a, b}) {
                 if (s.pending != null && s.pending.isDirect()) loop.buffers.give(s.pending);
                 s.pending = null;
+                if (s.key != null) s.key.cancel();
                 if (abort) Sockets.abort(s.ch); else Sockets.closeQuietly(s.ch);
             }
             if (onClose != null) onClose.run();
@@ -756,7 +758,7 @@ public final class Protocol {
             }
 
             void setInterest(int op, boolean on) {
-                if (closed || !key.isValid()) return;
+                if (closed || key == null || !key.isValid()) return;
                 int ops = key.interestOps();
                 int next = on ? ops | op : ops & ~op;
                 if (next != ops) key.interestOps(next);
