@@ -95,6 +95,12 @@ public final class Arps implements Callable<Integer> {
     @Option(names = "--head-timeout", defaultValue = "10", paramLabel = "SECONDS", description = "How long a visitor or a new connection may take to send its request head or first frame (default: ${DEFAULT-VALUE}).")
     int headTimeout;
 
+    @Option(names = "--client-timeout", defaultValue = "60", paramLabel = "SECONDS", description = "Drop a client that sends heartbeats once it has been silent this long; clients of the original protocol never send any and are never dropped for silence (default: ${DEFAULT-VALUE}).")
+    int clientTimeout;
+
+    @Option(names = "--max-pending", defaultValue = "1000", paramLabel = "N", description = "Visitors that may wait for a data connection per client; more get 503 (default: ${DEFAULT-VALUE}).")
+    int maxPending;
+
     @Option(names = "--log-level", paramLabel = "LEVEL", description = "error, warn, info, debug or trace (default: $ARP_LOG, else info).")
     String logLevel;
 
@@ -147,6 +153,8 @@ public final class Arps implements Callable<Integer> {
         if (poolSize < 0 || poolSize > 1000) return "--pool-size must be 0..1000, not " + poolSize;
         if (pendingTimeout < 1 || pendingTimeout > 3600) return "--pending-timeout must be 1..3600 seconds";
         if (headTimeout < 1 || headTimeout > 3600) return "--head-timeout must be 1..3600 seconds";
+        if (clientTimeout < 1 || clientTimeout > 86400) return "--client-timeout must be 1..86400 seconds";
+        if (maxPending < 1 || maxPending > 1_000_000) return "--max-pending must be 1..1000000";
         return null;
     }
 
@@ -162,8 +170,6 @@ public final class Arps implements Callable<Integer> {
     /** The running relay: listeners, registered clients and the event loops that serve their traffic. */
     static final class Relay {
         static final int MAX_HEAD = 32 * 1024;
-        /** A modern client that sends nothing (not even a ping) for this long is gone. */
-        static final long CLIENT_SILENCE_MILLIS = 60_000;
         /** A requested data connection that has not arrived by then is counted as lost. */
         static final long REQUEST_EXPIRY_NANOS = TimeUnit.SECONDS.toNanos(10);
         static final int MAX_HANDOVER_ATTEMPTS = 3;
@@ -349,11 +355,12 @@ public final class Arps implements Callable<Integer> {
                         + (session.modern ? " (arp protocol " + Protocol.PROTOCOL_VERSION + ")" : " (original protocol)"));
                 session.topUp();
                 // The original arpc never writes after Register: only TCP keep-alive can tell it is gone.
-                socket.setSoTimeout(session.modern ? (int) Relay.CLIENT_SILENCE_MILLIS : 0);
+                socket.setSoTimeout(session.modern ? relay.options.clientTimeout * 1000 : 0);
                 if (early != null) handle(session, early);
                 while (!session.isClosed()) handle(session, Frames.read(in));
             } catch (SocketTimeoutException e) {
-                reason = session == null ? "no Register within " + relay.options.headTimeout + " s" : "silent for 60 s";
+                reason = session == null ? "no Register within " + relay.options.headTimeout + " s"
+                        : "silent for " + relay.options.clientTimeout + " s";
             } catch (EOFException e) {
                 reason = "disconnected";
             } catch (ProtocolException e) {
@@ -383,7 +390,7 @@ public final class Arps implements Callable<Integer> {
                         session.modern = true;
                         session.clientFeatures = h;
                         session.send(ourHello());
-                        socket.setSoTimeout((int) Relay.CLIENT_SILENCE_MILLIS);
+                        socket.setSoTimeout(relay.options.clientTimeout * 1000);
                     }
                 }
                 default -> throw new ProtocolException("unexpected " + m.getClass().getSimpleName() + " on the control connection");
@@ -466,15 +473,24 @@ public final class Arps implements Callable<Integer> {
         void dispatch(Visitor visitor) {
             PooledConn conn = null;
             boolean gone;
+            boolean full = false;
             synchronized (this) {
                 gone = closed;
                 if (!gone) {
                     conn = takeIdle();
-                    if (conn == null) waiting.addLast(visitor);
+                    if (conn == null) {
+                        full = waiting.size() >= relay.options.maxPending;
+                        if (!full) waiting.addLast(visitor);
+                    }
                 }
             }
             if (gone) {
                 visitor.fail(502, "tunnel client disconnected");
+                return;
+            }
+            if (full) {
+                Log.warn("client " + Log.mask(id) + ": " + relay.options.maxPending + " visitors already waiting; refusing one more");
+                visitor.fail(503, "too many visitors are waiting for this tunnel");
                 return;
             }
             topUp();
@@ -835,6 +851,7 @@ public final class Arps implements Callable<Integer> {
                 case 408 -> "Request Timeout";
                 case 431 -> "Request Header Fields Too Large";
                 case 502 -> "Bad Gateway";
+                case 503 -> "Service Unavailable";
                 case 504 -> "Gateway Timeout";
                 default -> "Error";
             };
