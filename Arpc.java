@@ -25,6 +25,8 @@ import arp.Protocol.RequestNewProxyConn;
 import arp.Protocol.Sockets;
 import arp.Protocol.Splice;
 import arp.Protocol.StartProxy;
+import arp.Protocol.TcpPort;
+import arp.Protocol.TcpPortResult;
 import arp.Protocol.Timer;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -79,6 +81,9 @@ public final class Arpc implements Callable<Integer> {
 
     @Option(names = "--local-port", paramLabel = "PORT", description = "Port of the local service (required).")
     Integer localPort;
+
+    @Option(names = "--remote-port", paramLabel = "PORT", description = "Also ask the relay for a dedicated public port for raw TCP (0 = any free one in its --tcp-ports range); visitors there need no token.")
+    Integer remotePort;
 
     @Option(names = "--heartbeat", defaultValue = "20", paramLabel = "SECONDS", description = "Interval of heartbeats to the relay; 3 missed answers mean the relay is gone (default: ${DEFAULT-VALUE}).")
     int heartbeat;
@@ -143,6 +148,7 @@ public final class Arpc implements Callable<Integer> {
             return "--client-id must be 1-128 characters from A-Z a-z 0-9 . _ ~ -";
         }
         if (heartbeat < 1 || heartbeat > 3600) return "--heartbeat must be 1..3600 seconds";
+        if (remotePort != null && (remotePort < 0 || remotePort > 65535)) return "--remote-port must be 0..65535, not " + remotePort;
         return null;
     }
 
@@ -267,17 +273,34 @@ public final class Arpc implements Callable<Integer> {
                 Hello serverHello = next instanceof Hello h ? h : null;
                 if (serverHello != null) next = null;
                 boolean handover = serverHello != null && serverHello.has(Protocol.FEATURE_HANDOVER);
-                announce(serverHello);
+                if (next != null) handle(next, handover);
+                Integer tcpPort = options.remotePort == null ? null : claimTcpPort(serverHello, in, out, handover);
+                announce(serverHello, tcpPort);
 
                 heartbeats = Thread.ofVirtual().name("arpc-heartbeat").start(() -> sendHeartbeats(socket, out));
                 // Only our arps answers pings, so only there is silence a reason to reconnect.
                 socket.setSoTimeout(serverHello != null ? options.heartbeat * 3 * 1000 : 0);
-                if (next != null) handle(next, handover);
                 while (!stopping) handle(Frames.read(in), handover);
                 return true;
             } finally {
                 if (heartbeats != null) heartbeats.interrupt();
                 current = null;
+            }
+        }
+
+        /** Asks for the dedicated TCP port; pool requests that arrive meanwhile are served. */
+        private Integer claimTcpPort(Hello serverHello, DataInputStream in, OutputStream out, boolean handover) throws IOException {
+            if (serverHello == null || !serverHello.has(Protocol.FEATURE_TCP_PORTS)) {
+                throw new Refused("this relay has no dedicated TCP ports (it is the original arps or an older arp); drop --remote-port");
+            }
+            Frames.write(out, new TcpPort(options.remotePort));
+            while (true) {
+                Message m = Frames.read(in);
+                if (m instanceof TcpPortResult r) {
+                    if (!r.success() || r.port() == null) throw new Refused(r.error() == null ? "no TCP port given" : r.error());
+                    return r.port();
+                }
+                handle(m, handover);
             }
         }
 
@@ -320,17 +343,21 @@ public final class Arpc implements Callable<Integer> {
             }
         }
 
-        private void announce(Hello serverHello) {
+        private void announce(Hello serverHello, Integer tcpPort) {
             int publicPort = serverHello != null && serverHello.publicPort() != null ? serverHello.publicPort() : 17003;
             String host = options.serverAddr.contains(":") ? "[" + options.serverAddr + "]" : options.serverAddr;
             String url = "http://" + host + ":" + publicPort + "/?token=" + id;
+            String tcpUrl = tcpPort == null ? null : "tcp://" + host + ":" + tcpPort;
             String kind = serverHello != null ? "arp" : "legacy";
             Log.info("registered as " + id + " with " + options.serverAddr + ":" + options.controlPort
                     + (serverHello == null ? " (original arps)" : "") + "; visitors: " + url
+                    + (tcpUrl == null ? "" : " and " + tcpUrl)
                     + " → " + local.getHostString() + ":" + local.getPort());
             if (options.json) {
-                System.out.println("{\"event\":\"registered\",\"client_id\":\"" + id + "\",\"public_url\":\"" + url
-                        + "\",\"server\":\"" + kind + "\"}");
+                var line = Frames.JSON.createObjectNode()
+                        .put("event", "registered").put("client_id", id).put("public_url", url).put("server", kind);
+                if (tcpPort != null) line.put("remote_port", tcpPort).put("tcp_url", tcpUrl);
+                System.out.println(line);
                 System.out.flush();
             }
         }

@@ -24,6 +24,8 @@ import arp.Protocol.RequestNewProxyConn;
 import arp.Protocol.Sockets;
 import arp.Protocol.Splice;
 import arp.Protocol.StartProxy;
+import arp.Protocol.TcpPort;
+import arp.Protocol.TcpPortResult;
 import arp.Protocol.Timer;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -53,6 +55,7 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.Iterator;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -94,6 +97,9 @@ public final class Arps implements Callable<Integer> {
 
     @Option(names = "--head-timeout", defaultValue = "10", paramLabel = "SECONDS", description = "How long a visitor or a new connection may take to send its request head or first frame (default: ${DEFAULT-VALUE}).")
     int headTimeout;
+
+    @Option(names = "--tcp-ports", paramLabel = "LOW-HIGH", description = "Ports the relay may give clients that ask for a dedicated raw TCP port (arpc --remote-port); without it, none are given.")
+    String tcpPorts;
 
     @Option(names = "--client-timeout", defaultValue = "60", paramLabel = "SECONDS", description = "Drop a client that sends heartbeats once it has been silent this long; clients of the original protocol never send any and are never dropped for silence (default: ${DEFAULT-VALUE}).")
     int clientTimeout;
@@ -155,6 +161,9 @@ public final class Arps implements Callable<Integer> {
         if (headTimeout < 1 || headTimeout > 3600) return "--head-timeout must be 1..3600 seconds";
         if (clientTimeout < 1 || clientTimeout > 86400) return "--client-timeout must be 1..86400 seconds";
         if (maxPending < 1 || maxPending > 1_000_000) return "--max-pending must be 1..1000000";
+        if (tcpPorts != null && TcpPorts.parseRange(tcpPorts) == null) {
+            return "--tcp-ports must be a port or a range LOW-HIGH within 1..65535, not '" + tcpPorts + "'";
+        }
         return null;
     }
 
@@ -178,7 +187,8 @@ public final class Arps implements Callable<Integer> {
         final Map<String, ClientSession> clients = new ConcurrentHashMap<>();
         final SecureRandom random = new SecureRandom();
         private final CountDownLatch closed = new CountDownLatch(1);
-        private EventLoopGroup loops;
+        EventLoopGroup loops;
+        TcpPorts tcpPorts;
         private ServerSocket controlServer;
         private ServerSocketChannel proxyServer;
         private ServerSocketChannel publicServer;
@@ -195,6 +205,7 @@ public final class Arps implements Callable<Integer> {
             proxyServer = openChannel("proxy", address, options.proxyPort);
             publicServer = openChannel("public", address, options.publicPort);
             loops = new EventLoopGroup("arps-io", EventLoopGroup.defaultSize());
+            tcpPorts = new TcpPorts(this, options.tcpPorts == null ? null : TcpPorts.parseRange(options.tcpPorts), address);
             maintenance = Executors.newSingleThreadScheduledExecutor(r -> {
                 Thread t = new Thread(r, "arps-pool");
                 t.setDaemon(true);
@@ -238,6 +249,7 @@ public final class Arps implements Callable<Integer> {
             Sockets.closeQuietly(proxyServer);
             Sockets.closeQuietly(publicServer);
             for (ClientSession s : clients.values()) s.close("relay shutting down");
+            if (tcpPorts != null) tcpPorts.closeAll();
             if (maintenance != null) maintenance.shutdownNow();
             if (loops != null) loops.close();
             closed.countDown();
@@ -251,6 +263,7 @@ public final class Arps implements Callable<Integer> {
 
         private void topUpPools() {
             for (ClientSession s : clients.values()) s.topUp();
+            tcpPorts.expire();
         }
 
         // --- accepting
@@ -385,6 +398,15 @@ public final class Arps implements Callable<Integer> {
         private void handle(ClientSession session, Message m) throws IOException {
             switch (m) {
                 case Ping p -> session.send(new Pong());
+                case TcpPort t -> {
+                    TcpPortResult result = relay.tcpPorts.claim(session, t.port());
+                    if (result.success()) {
+                        Log.info("client " + Log.mask(session.id) + " has TCP port " + result.port());
+                    } else {
+                        Log.warn("client " + Log.mask(session.id) + " asked for TCP port " + t.port() + ": " + result.error());
+                    }
+                    session.send(result);
+                }
                 case Hello h -> {
                     if (!session.modern) {
                         session.modern = true;
@@ -549,6 +571,7 @@ public final class Arps implements Callable<Integer> {
                 requested.clear();
             }
             relay.clients.remove(id, this);
+            relay.tcpPorts.detach(this);
             Log.info("client " + Log.mask(id) + " unregistered: " + reason);
             Sockets.closeQuietly(socket);
             if (writer != null) writer.interrupt();
@@ -687,7 +710,8 @@ public final class Arps implements Callable<Integer> {
         final SocketChannel ch;
         private final SelectionKey key;
         private final String address;
-        private ByteBuffer head = ByteBuffer.allocate(2048);
+        private final boolean raw;           // on a dedicated TCP port: no HTTP head, no HTTP errors
+        private ByteBuffer head;
         private Timer timer;
         private ByteBuffer forward;          // rewritten head and any bytes after it
         private ClientSession session;
@@ -700,8 +724,24 @@ public final class Arps implements Callable<Integer> {
             this.loop = loop;
             this.ch = ch;
             this.address = Sockets.describe(ch);
+            this.raw = false;
+            this.head = ByteBuffer.allocate(2048);
             this.key = loop.register(ch, SelectionKey.OP_READ, this);
             this.timer = loop.schedule(relay.options.headTimeout * 1000L, () -> fail(408, "request head not received in time"));
+        }
+
+        /** A visitor on a client's dedicated TCP port: the port names the client, the bytes stay untouched. */
+        Visitor(Relay relay, EventLoop loop, SocketChannel ch, ClientSession session) throws IOException {
+            this.relay = relay;
+            this.loop = loop;
+            this.ch = ch;
+            this.address = Sockets.describe(ch);
+            this.raw = true;
+            this.session = session;
+            this.forward = ByteBuffer.allocate(0);
+            this.key = loop.register(ch, 0, this);
+            Log.debug("TCP visitor " + address + " → client " + Log.mask(session.id));
+            waitForConnection();
         }
 
         boolean isDone() { return done; }
@@ -752,11 +792,15 @@ public final class Arps implements Callable<Integer> {
             head = null;
             key.interestOps(0); // the rest of the visitor's bytes wait in the kernel until the splice
             timer.cancel();
+            Log.debug("visitor " + address + " → client " + Log.mask(session.id) + ": " + parsed.method() + " " + parsed.path());
+            waitForConnection();
+        }
+
+        private void waitForConnection() {
             timer = loop.schedule(relay.options.pendingTimeout * 1000L, () -> {
                 session.forgetWaiting(this);
                 fail(504, "tunnel client did not provide a connection in time");
             });
-            Log.debug("visitor " + address + " → client " + Log.mask(session.id) + ": " + parsed.method() + " " + parsed.path());
             session.dispatch(this);
         }
 
@@ -814,6 +858,11 @@ public final class Arps implements Callable<Integer> {
             done = true;
             if (timer != null) timer.cancel();
             if (handingOver != null) handingOver.close();
+            if (raw) { // not HTTP: all a raw TCP client can be told is a closed connection
+                Log.debug("TCP visitor " + address + ": " + message);
+                finish(false);
+                return;
+            }
             byte[] body = ("arp: " + message + "\n").getBytes(StandardCharsets.UTF_8);
             String headText = "HTTP/1.1 " + status + " " + reason(status) + "\r\n"
                     + "Content-Type: text/plain; charset=utf-8\r\n"
@@ -962,6 +1011,177 @@ public final class Arps implements Callable<Integer> {
             } else {
                 visitor.retry("data connection closed before the handover was answered");
             }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Dedicated TCP ports
+
+    /**
+     * Public ports for raw TCP, one per client that asks, from the --tcp-ports range. A port stays with
+     * its client id while the client is registered and for a grace period after it leaves, so a client
+     * that reconnects gets the same port back and its users' address keeps working.
+     */
+    static final class TcpPorts {
+        static final long GRACE_NANOS = TimeUnit.SECONDS.toNanos(60);
+
+        private final Relay relay;
+        private final int low;
+        private final int high;
+        private final InetAddress address;
+        private final Map<Integer, PortListener> byPort = new HashMap<>();
+
+        TcpPorts(Relay relay, int[] range, InetAddress address) {
+            this.relay = relay;
+            this.low = range == null ? 0 : range[0];
+            this.high = range == null ? -1 : range[1];
+            this.address = address;
+        }
+
+        /** "20000-20100" or "20000" as {low, high}; null if malformed. */
+        static int[] parseRange(String text) {
+            var m = java.util.regex.Pattern.compile("(\\d{1,5})(?:-(\\d{1,5}))?").matcher(text.trim());
+            if (!m.matches()) return null;
+            int lo = Integer.parseInt(m.group(1));
+            int hi = m.group(2) == null ? lo : Integer.parseInt(m.group(2));
+            return lo >= 1 && hi <= 65535 && lo <= hi ? new int[] {lo, hi} : null;
+        }
+
+        synchronized TcpPortResult claim(ClientSession session, int wanted) {
+            if (low == 0) return refused("this relay gives out no TCP ports (start arps with --tcp-ports LOW-HIGH)");
+            if (wanted != 0 && (wanted < low || wanted > high)) {
+                return refused("port " + wanted + " is outside the relay's range " + low + "-" + high);
+            }
+            PortListener own = null;
+            for (PortListener l : byPort.values()) if (l.clientId.equals(session.id)) own = l;
+            if (own != null && (wanted == 0 || wanted == own.port)) {
+                own.session = session; // back within the grace period, or a second ask
+                return new TcpPortResult(true, own.port, null);
+            }
+            if (wanted != 0 && byPort.containsKey(wanted)) return refused("port " + wanted + " is held by another client");
+            if (own != null) release(own); // one port per client: asking for another gives the old one back
+            int from = wanted != 0 ? wanted : low;
+            int to = wanted != 0 ? wanted : high;
+            for (int port = from; port <= to; port++) {
+                if (byPort.containsKey(port)) continue;
+                try {
+                    PortListener l = new PortListener(relay, port, session, address);
+                    byPort.put(port, l);
+                    return new TcpPortResult(true, port, null);
+                } catch (IOException e) {
+                    if (wanted != 0) return refused("port " + wanted + " cannot be opened: " + e.getMessage());
+                }
+            }
+            return refused("no free port left in " + low + "-" + high);
+        }
+
+        private static TcpPortResult refused(String why) { return new TcpPortResult(false, null, why); }
+
+        /** The client left: its port waits for it for the grace period. */
+        synchronized void detach(ClientSession session) {
+            for (PortListener l : byPort.values()) {
+                if (l.session == session) {
+                    l.session = null;
+                    l.detachedAt = System.nanoTime();
+                }
+            }
+        }
+
+        synchronized void expire() {
+            long now = System.nanoTime();
+            for (PortListener l : List.copyOf(byPort.values())) {
+                if (l.session == null && now - l.detachedAt > GRACE_NANOS) {
+                    Log.info("TCP port " + l.port + " of client " + Log.mask(l.clientId) + " released");
+                    release(l);
+                }
+            }
+        }
+
+        private void release(PortListener l) {
+            byPort.remove(l.port);
+            l.close();
+        }
+
+        synchronized void closeAll() {
+            for (PortListener l : List.copyOf(byPort.values())) release(l);
+        }
+    }
+
+    /** Accepts visitors on one dedicated port and hands them to the port's client. */
+    static final class PortListener implements IoHandler {
+        final int port;
+        final String clientId;
+        volatile ClientSession session;
+        long detachedAt;
+        private final Relay relay;
+        private final ServerSocketChannel server;
+        private final EventLoop loop;
+        private SelectionKey key;
+
+        PortListener(Relay relay, int port, ClientSession session, InetAddress address) throws IOException {
+            this.relay = relay;
+            this.port = port;
+            this.clientId = session.id;
+            this.session = session;
+            server = ServerSocketChannel.open();
+            try {
+                server.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+                server.setOption(StandardSocketOptions.SO_RCVBUF, Protocol.SOCKET_BUFFER);
+                server.bind(new InetSocketAddress(address, port), 1024);
+                server.configureBlocking(false);
+            } catch (IOException e) {
+                Sockets.closeQuietly(server);
+                throw e;
+            }
+            loop = relay.loops.next();
+            loop.execute(() -> {
+                try {
+                    key = loop.register(server, SelectionKey.OP_ACCEPT, this);
+                } catch (IOException e) {
+                    Sockets.closeQuietly(server); // closed before it could start
+                }
+            });
+        }
+
+        @Override
+        public void onReady(SelectionKey k) throws IOException {
+            SocketChannel ch;
+            while ((ch = server.accept()) != null) {
+                ClientSession s = session;
+                if (s == null || s.isClosed()) { // the client is away (grace period): nobody to serve this
+                    Sockets.closeQuietly(ch);
+                    continue;
+                }
+                ch.configureBlocking(false);
+                Sockets.tune(ch);
+                EventLoop target = relay.loops.next();
+                SocketChannel accepted = ch;
+                target.execute(() -> {
+                    try {
+                        new Visitor(relay, target, accepted, s);
+                    } catch (IOException e) {
+                        Sockets.closeQuietly(accepted);
+                    }
+                });
+            }
+        }
+
+        /** An accept error (e.g. out of file descriptors): pause accepting briefly instead of spinning. */
+        @Override
+        public void onFailure(Throwable error) {
+            Log.error("TCP port " + port + ": accept failed: " + error.getMessage() + "; retrying in 100 ms");
+            if (key == null || !key.isValid()) return;
+            key.interestOps(0);
+            loop.schedule(100, () -> {
+                if (key.isValid()) key.interestOps(SelectionKey.OP_ACCEPT);
+            });
+        }
+
+        void close() {
+            loop.execute(() -> {
+                if (key != null) key.cancel();
+                Sockets.closeQuietly(server);
+            });
         }
     }
 

@@ -79,13 +79,14 @@ public final class Protocol {
     public static final int SOCKET_BUFFER = 256 * 1024;
     public static final String FEATURE_HEARTBEAT = "heartbeat";
     public static final String FEATURE_HANDOVER = "handover";
+    public static final String FEATURE_TCP_PORTS = "tcp-ports";
 
     // ------------------------------------------------------------------------------------------------
     // Messages
 
     public sealed interface Message
             permits Register, RegisterResult, RequestNewProxyConn, NewProxyConn,
-                    Hello, Ping, Pong, StartProxy, ProxyStarted, ProxyFailed {}
+                    Hello, Ping, Pong, StartProxy, ProxyStarted, ProxyFailed, TcpPort, TcpPortResult {}
 
     /** arpc → arps, first frame on the control connection. */
     public record Register(@JsonProperty("client_id") String clientId) implements Message {}
@@ -127,6 +128,13 @@ public final class Protocol {
     /** arpc → arps: the local service could not be reached; the connection closes. */
     public record ProxyFailed(String error) implements Message {}
 
+    /** arpc → arps on control: give me a dedicated public port for raw TCP (0 = any free one). */
+    public record TcpPort(int port) implements Message {}
+
+    /** arps → arpc: the dedicated port, or why there is none. */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record TcpPortResult(boolean success, Integer port, String error) implements Message {}
+
     /** A frame that cannot be accepted: too large, not JSON, or not a message we know. */
     public static final class ProtocolException extends IOException {
         public ProtocolException(String message) { super(message); }
@@ -143,17 +151,10 @@ public final class Protocol {
                 .configure(DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES, true)
                 .configure(SerializationFeature.FAIL_ON_EMPTY_BEANS, false);
 
-        private static final Map<String, Class<? extends Message>> TYPES = Map.of(
-                "Register", Register.class,
-                "RegisterResult", RegisterResult.class,
-                "RequestNewProxyConn", RequestNewProxyConn.class,
-                "NewProxyConn", NewProxyConn.class,
-                "Hello", Hello.class,
-                "Ping", Ping.class,
-                "Pong", Pong.class,
-                "StartProxy", StartProxy.class,
-                "ProxyStarted", ProxyStarted.class,
-                "ProxyFailed", ProxyFailed.class);
+        /** Every message by its wire name: the permitted subtypes of the sealed interface. */
+        @SuppressWarnings("unchecked")
+        private static final Map<String, Class<? extends Message>> TYPES = java.util.Arrays.stream(Message.class.getPermittedSubclasses())
+                .collect(java.util.stream.Collectors.toUnmodifiableMap(Class::getSimpleName, c -> (Class<? extends Message>) c));
 
         /** The JSON text of a message, without the length prefix. */
         public static String toJson(Message message) {
@@ -887,5 +888,5 @@ public final class Protocol {
         return id != null && id.matches("[A-Za-z0-9._~-]{1,128}");
     }
 
-    static final Set<String> OUR_FEATURES = Set.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER);
+    static final Set<String> OUR_FEATURES = Set.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER, FEATURE_TCP_PORTS);
 }
