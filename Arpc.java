@@ -197,6 +197,7 @@ public final class Arpc implements Callable<Integer> {
         private volatile boolean stopping;
         private volatile Socket current;
         private volatile Thread runner;
+        private boolean registered; // the current attempt got as far as a successful RegisterResult
 
         Tunnel(Arpc options, String id, InetSocketAddress local) throws IOException {
             this.options = options;
@@ -207,13 +208,13 @@ public final class Arpc implements Callable<Integer> {
 
         int run() {
             runner = Thread.currentThread();
-            int failures = 0;
+            int failures = 0; // attempts in a row that did not get registered
             while (!stopping) {
                 String reason;
+                registered = false;
                 try {
-                    boolean registered = session();
+                    session();
                     if (stopping) break;
-                    if (registered) failures = 0;
                     reason = "connection to the relay lost";
                 } catch (Refused e) {
                     Log.error("registration refused by the relay: " + e.getMessage());
@@ -228,12 +229,13 @@ public final class Arpc implements Callable<Integer> {
                     reason = e instanceof EOFException ? "the relay closed the connection" : "connection error: " + e.getMessage();
                 }
                 if (stopping) break;
-                failures++;
-                if (options.maxRetries >= 0 && failures > options.maxRetries) {
-                    Log.error(reason + "; giving up after " + failures + " attempt" + (failures == 1 ? "" : "s"));
+                if (registered) {
+                    failures = 0; // it worked until now: reconnect quickly, and this was no failed attempt
+                } else if (options.maxRetries >= 0 && ++failures > options.maxRetries) {
+                    Log.error(reason + "; giving up after " + failures + " failed attempt" + (failures == 1 ? "" : "s"));
                     return 1;
                 }
-                long ceiling = Math.min(MAX_BACKOFF_MILLIS, 500L << Math.min(failures - 1, 10));
+                long ceiling = Math.min(MAX_BACKOFF_MILLIS, 500L << Math.min(failures, 10));
                 long delay = ceiling / 2 + ThreadLocalRandom.current().nextLong(ceiling / 2 + 1); // jitter
                 Log.warn(reason + "; reconnecting in " + String.format("%.1f", delay / 1000.0) + " s");
                 try {
@@ -249,24 +251,25 @@ public final class Arpc implements Callable<Integer> {
             Refused(String message) { super(message); }
         }
 
-        /** One registration, served until the connection ends. Returns true if it got registered. */
-        private boolean session() throws IOException {
+        /** One registration, served until the connection ends; sets {@link #registered} once registered. */
+        private void session() throws IOException {
             Thread heartbeats = null;
             try (Socket socket = new Socket()) {
                 current = socket;
-                if (stopping) return false;
+                if (stopping) return;
                 socket.connect(new InetSocketAddress(options.serverAddr, options.controlPort), 10_000);
                 Sockets.tune(socket);
                 socket.setSoTimeout(10_000);
                 DataInputStream in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 8192));
                 OutputStream out = socket.getOutputStream();
                 Frames.write(out, new Register(id),
-                        new Hello(Protocol.PROTOCOL_VERSION, List.copyOf(Protocol.OUR_FEATURES), null));
+                        new Hello(Protocol.PROTOCOL_VERSION, Protocol.OUR_FEATURES, null));
                 Message first = Frames.read(in);
                 if (!(first instanceof RegisterResult result)) {
                     throw new ProtocolException("expected RegisterResult, got " + first.getClass().getSimpleName());
                 }
                 if (!result.success()) throw new Refused(result.error() == null ? "no reason given" : result.error());
+                registered = true;
 
                 // Our arps answers Hello right after RegisterResult; the original never does.
                 Message next = readWithin(in, socket, 1000);
@@ -281,7 +284,6 @@ public final class Arpc implements Callable<Integer> {
                 // Only our arps answers pings, so only there is silence a reason to reconnect.
                 socket.setSoTimeout(serverHello != null ? options.heartbeat * 3 * 1000 : 0);
                 while (!stopping) handle(Frames.read(in), handover);
-                return true;
             } finally {
                 if (heartbeats != null) heartbeats.interrupt();
                 current = null;

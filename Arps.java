@@ -392,7 +392,7 @@ public final class Arps implements Callable<Integer> {
         }
 
         private Hello ourHello() {
-            return new Hello(Protocol.PROTOCOL_VERSION, List.copyOf(Protocol.OUR_FEATURES), relay.publicPort());
+            return new Hello(Protocol.PROTOCOL_VERSION, Protocol.OUR_FEATURES, relay.publicPort());
         }
 
         private void handle(ClientSession session, Message m) throws IOException {

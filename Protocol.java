@@ -40,7 +40,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.PriorityQueue;
-import java.util.Set;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.Executor;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -888,5 +887,6 @@ public final class Protocol {
         return id != null && id.matches("[A-Za-z0-9._~-]{1,128}");
     }
 
-    static final Set<String> OUR_FEATURES = Set.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER, FEATURE_TCP_PORTS);
+    /** The additions this version speaks, in a fixed order so Hello is the same bytes every run. */
+    static final List<String> OUR_FEATURES = List.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER, FEATURE_TCP_PORTS);
 }
