@@ -6,12 +6,14 @@ import arp.tests.support.TestEnv;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 
+import java.net.SocketTimeoutException;
 import java.time.Duration;
 import java.util.Locale;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The short {@code text/plain} error responses arps gives visitors instead of silence or a hang. */
@@ -81,6 +83,29 @@ class ErrorResponsesTest {
         long ms = (System.nanoTime() - t0) / 1_000_000;
         assertArpError(504, r);
         assertTrue(ms >= 800 && ms < 8000, "504 after " + ms + " ms with --pending-timeout 1");
+    }
+
+    @Test
+    void visitorBeyondMaxPendingGets503AtOnce() throws Exception {
+        TestEnv.Relay relay = env.arps("--pool-size", "1", "--max-pending", "1", "--pending-timeout", "30");
+        // Registered, but never dials anything.
+        FakeClient fc = env.own(FakeClient.register(relay.controlPort(), TestEnv.randomId("full"), true));
+        fc.nextProxyRequest(WAIT); // the pool's request
+
+        try (RawHttp.Conn first = RawHttp.connect(relay.publicPort())) {
+            first.send("GET /1?token=" + fc.clientId + " HTTP/1.1\r\nHost: t\r\n\r\n");
+            fc.nextProxyRequest(WAIT); // asked for on behalf of the first visitor: it is now waiting
+
+            long t0 = System.nanoTime();
+            RawHttp.Response r = get(relay.publicPort(), "/2?token=" + fc.clientId);
+            long ms = (System.nanoTime() - t0) / 1_000_000;
+            assertArpError(503, r);
+            assertTrue(ms < 3000, "503 after " + ms + " ms: it should not wait for a data connection");
+
+            // The first visitor is still waiting, neither answered nor closed.
+            first.timeout(Duration.ofMillis(300));
+            assertThrows(SocketTimeoutException.class, () -> first.in().read(), "the first visitor got an answer");
+        }
     }
 
     @Test

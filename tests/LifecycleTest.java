@@ -1,6 +1,7 @@
 package arp.tests;
 
 import arp.tests.support.Args;
+import arp.tests.support.FakeRelay;
 import arp.tests.support.Origin;
 import arp.tests.support.Proc;
 import arp.tests.support.RawHttp;
@@ -59,6 +60,46 @@ class LifecycleTest {
         TestEnv.Relay nowhere = new TestEnv.Relay(null, RawHttp.closedPort(), RawHttp.closedPort(), 0);
         Proc arpc = env.startArpc(env.arpcArgs(nowhere, 1).set("--max-retries", 2));
         assertEquals(1, arpc.awaitExit(Duration.ofSeconds(60)), "exit code after --max-retries 2 against a closed port");
+    }
+
+    @Test
+    void arpcExitsWith3WhenTheRelayRefusesTheRegistration() throws Exception {
+        FakeRelay relay = env.own(FakeRelay.start());
+        Args args = env.arpcArgs(relay.asRelay(), RawHttp.closedPort());
+        Proc arpc = env.startArpc(args);
+        FakeRelay.ControlConn control = relay.nextControl(TestEnv.START, arpc);
+        assertEquals(FakeRelay.register(args.get("--client-id")), control.nextFrame(Duration.ofSeconds(10)));
+
+        long t0 = System.nanoTime();
+        control.send(FakeRelay.registerResult(false, "nope"));
+        int code = arpc.awaitExit(Duration.ofSeconds(5));
+        long ms = (System.nanoTime() - t0) / 1_000_000;
+        assertEquals(3, code, "exit code after a refused registration");
+        assertTrue(ms < 5000, "took " + ms + " ms to exit");
+        assertTrue(arpc.stderrText().contains("nope"), "stderr should give the relay's reason:\n" + arpc.stderrText());
+        assertEquals(0, arpc.countEvents("registered"), "must not claim to be registered");
+        assertEquals(1, relay.controlConnections(), "a refused registration must not be retried");
+    }
+
+    /**
+     * --max-retries counts failed attempts in a row: a connection that registered and was later lost is
+     * not a failed attempt, so arpc behind a relay that keeps dropping it after each successful
+     * registration must keep coming back.
+     */
+    @Test
+    void maxRetriesCountsOnlyFailuresInARow() throws Exception {
+        FakeRelay relay = env.own(FakeRelay.start());
+        Args args = env.arpcArgs(relay.asRelay(), RawHttp.closedPort()).set("--max-retries", 1);
+        Proc arpc = env.startArpc(args);
+        for (int n = 1; n <= 3; n++) {
+            FakeRelay.ControlConn control = relay.nextControl(n == 1 ? TestEnv.START : Duration.ofSeconds(10), arpc);
+            assertEquals(FakeRelay.register(args.get("--client-id")), control.nextFrame(Duration.ofSeconds(10)));
+            control.send(FakeRelay.REGISTER_OK);
+            control.send(FakeRelay.hello(17003));
+            TestEnv.registered(arpc, n);
+            control.close(); // the relay drops it; each reconnect succeeds, so no failures in a row
+        }
+        assertTrue(arpc.isAlive(), "arpc exited after 3 successful registrations with --max-retries 1");
     }
 
     @Test
