@@ -275,15 +275,15 @@ public final class Arpc implements Callable<Integer> {
                 Message next = readWithin(in, socket, 1000);
                 Hello serverHello = next instanceof Hello h ? h : null;
                 if (serverHello != null) next = null;
-                boolean handover = serverHello != null && serverHello.has(Protocol.FEATURE_HANDOVER);
-                if (next != null) handle(next, handover);
-                Integer tcpPort = options.remotePort == null ? null : claimTcpPort(serverHello, in, out, handover);
+                DataMode mode = DataMode.of(serverHello);
+                if (next != null) handle(next, mode);
+                Integer tcpPort = options.remotePort == null ? null : claimTcpPort(serverHello, in, out, mode);
                 announce(serverHello, tcpPort);
 
                 heartbeats = Thread.ofVirtual().name("arpc-heartbeat").start(() -> sendHeartbeats(socket, out));
                 // Only our arps answers pings, so only there is silence a reason to reconnect.
                 socket.setSoTimeout(serverHello != null ? options.heartbeat * 3 * 1000 : 0);
-                while (!stopping) handle(Frames.read(in), handover);
+                while (!stopping) handle(Frames.read(in), mode);
             } finally {
                 if (heartbeats != null) heartbeats.interrupt();
                 current = null;
@@ -291,7 +291,7 @@ public final class Arpc implements Callable<Integer> {
         }
 
         /** Asks for the dedicated TCP port; pool requests that arrive meanwhile are served. */
-        private Integer claimTcpPort(Hello serverHello, DataInputStream in, OutputStream out, boolean handover) throws IOException {
+        private Integer claimTcpPort(Hello serverHello, DataInputStream in, OutputStream out, DataMode mode) throws IOException {
             if (serverHello == null || !serverHello.has(Protocol.FEATURE_TCP_PORTS)) {
                 throw new Refused("this relay has no dedicated TCP ports (it is the original arps or an older arp); drop --remote-port");
             }
@@ -302,7 +302,7 @@ public final class Arpc implements Callable<Integer> {
                     if (!r.success() || r.port() == null) throw new Refused(r.error() == null ? "no TCP port given" : r.error());
                     return r.port();
                 }
-                handle(m, handover);
+                handle(m, mode);
             }
         }
 
@@ -336,9 +336,9 @@ public final class Arpc implements Callable<Integer> {
             }
         }
 
-        private void handle(Message m, boolean handover) throws ProtocolException {
+        private void handle(Message m, DataMode mode) throws ProtocolException {
             switch (m) {
-                case RequestNewProxyConn r -> openDataConnection(r.proxyConnId(), handover);
+                case RequestNewProxyConn r -> openDataConnection(r.proxyConnId(), mode);
                 case Pong p -> { /* the read itself reset the silence timer */ }
                 case Hello h -> { /* a late Hello changes nothing for connections already open */ }
                 default -> throw new ProtocolException("unexpected " + m.getClass().getSimpleName() + " on the control connection");
@@ -364,13 +364,13 @@ public final class Arpc implements Callable<Integer> {
             }
         }
 
-        private void openDataConnection(String connId, boolean handover) {
+        private void openDataConnection(String connId, DataMode mode) {
             if (connId.length() > 128) {
                 Log.warn("ignoring a connection request with an over-long id");
                 return;
             }
             EventLoop loop = loops.next();
-            loop.execute(() -> new DataConnection(this, loop, connId, handover).connect());
+            loop.execute(() -> new DataConnection(this, loop, connId, mode).connect());
         }
 
         void stop() {
@@ -384,6 +384,21 @@ public final class Arpc implements Callable<Integer> {
 
     // ------------------------------------------------------------------------------------------------
 
+    /** How data connections work with the relay at hand. */
+    enum DataMode {
+        /** The original arps: it writes the visitor's bytes at once; one visitor per connection. */
+        LEGACY,
+        /** StartProxy, then ProxyStarted or ProxyFailed; one visitor per connection. */
+        HANDOVER,
+        /** As HANDOVER, with chunked streams, so one connection serves visitor after visitor. */
+        REUSE;
+
+        static DataMode of(Hello serverHello) {
+            if (serverHello == null || !serverHello.has(Protocol.FEATURE_HANDOVER)) return LEGACY;
+            return serverHello.has(Protocol.FEATURE_REUSE) ? REUSE : HANDOVER;
+        }
+    }
+
     /**
      * One data connection: dial the relay's proxy port, announce it, wait in the pool, and when a
      * visitor arrives connect to the local service and splice. With handover, the visitor's arrival is
@@ -393,13 +408,14 @@ public final class Arpc implements Callable<Integer> {
         private static final int CONNECT_TIMEOUT_MILLIS = 10_000;
         private static final int LOCAL_CONNECT_TIMEOUT_MILLIS = 5_000;
 
-        private enum State { CONNECTING, POOLED, CONNECTING_LOCAL, DONE }
+        private enum State { CONNECTING, POOLED, CONNECTING_LOCAL, SPLICED, DONE }
 
         private final Tunnel tunnel;
         private final EventLoop loop;
         private final String connId;
+        private final DataMode mode;
         private final boolean handover;
-        private final FrameReader reader = new FrameReader();
+        private FrameReader reader = new FrameReader();
         private SocketChannel relay;
         private SelectionKey relayKey;
         private SocketChannel local;
@@ -408,11 +424,12 @@ public final class Arpc implements Callable<Integer> {
         private State state = State.CONNECTING;
         private ByteBuffer toLocal;
 
-        DataConnection(Tunnel tunnel, EventLoop loop, String connId, boolean handover) {
+        DataConnection(Tunnel tunnel, EventLoop loop, String connId, DataMode mode) {
             this.tunnel = tunnel;
             this.loop = loop;
             this.connId = connId;
-            this.handover = handover;
+            this.mode = mode;
+            this.handover = mode != DataMode.LEGACY;
         }
 
         void connect() {
@@ -443,7 +460,8 @@ public final class Arpc implements Callable<Integer> {
 
         private void relayConnected() throws IOException {
             timer.cancel();
-            ByteBuffer hello = ByteBuffer.wrap(Frames.encode(new NewProxyConn(connId, tunnel.id, handover ? Boolean.TRUE : null)));
+            ByteBuffer hello = ByteBuffer.wrap(Frames.encode(new NewProxyConn(connId, tunnel.id,
+                    handover ? Boolean.TRUE : null, mode == DataMode.REUSE ? Boolean.TRUE : null)));
             relay.write(hello); // ~100 bytes into an empty send buffer
             if (hello.hasRemaining()) throw new IOException("could not send NewProxyConn");
             state = State.POOLED;
@@ -493,12 +511,33 @@ public final class Arpc implements Callable<Integer> {
             if (now) localConnected();
         }
 
-        private void localConnected() throws IOException {
+        private void localConnected() {
             timer.cancel();
-            state = State.DONE;
+            state = State.SPLICED;
             Log.debug("data connection " + connId + ": visitor spliced to the local service");
-            ByteBuffer toRelay = handover ? ByteBuffer.wrap(Frames.encode(new ProxyStarted())) : null;
-            Splice.start(loop, relay, toRelay, local, toLocal, null);
+            Splice splice = Splice.between(loop, local, relay);
+            if (handover) splice.toSecond(ByteBuffer.wrap(Frames.encode(new ProxyStarted())));
+            if (mode == DataMode.REUSE) {
+                splice.secondFramed(toLocal, this::reused); // what followed StartProxy is chunks
+            } else {
+                splice.toFirst(toLocal);
+            }
+            toLocal = null;
+            splice.start();
+        }
+
+        /** The visitor's stream ended cleanly: wait in the pool for the next one. */
+        private void reused(ByteBuffer leftover) {
+            state = State.POOLED;
+            local = null;
+            localKey = null;
+            reader = new FrameReader(leftover);
+            try {
+                relayKey = loop.register(relay, SelectionKey.OP_READ, this);
+                visitorArriving(); // the next StartProxy may have come with the last bytes
+            } catch (IOException e) {
+                onFailure(e);
+            }
         }
 
         private void localFailed(String why) {

@@ -4,6 +4,7 @@
 //SOURCES Protocol.java
 package arp;
 
+import arp.Protocol.Acceptor;
 import arp.Protocol.EventLoop;
 import arp.Protocol.EventLoopGroup;
 import arp.Protocol.FrameReader;
@@ -92,6 +93,9 @@ public final class Arps implements Callable<Integer> {
     @Option(names = "--pool-size", defaultValue = "1", description = "Idle data connections kept ready per client (default: ${DEFAULT-VALUE}).")
     int poolSize;
 
+    @Option(names = "--pool-max", defaultValue = "64", paramLabel = "N", description = "Up to how many idle connections the pool may grow while visitors find it empty; it shrinks back to --pool-size when calm (default: ${DEFAULT-VALUE}).")
+    int poolMax;
+
     @Option(names = "--pending-timeout", defaultValue = "10", paramLabel = "SECONDS", description = "How long a visitor may wait for a data connection before getting 504 (default: ${DEFAULT-VALUE}).")
     int pendingTimeout;
 
@@ -157,6 +161,7 @@ public final class Arps implements Callable<Integer> {
             if (p.getValue() < 0 || p.getValue() > 65535) return p.getKey() + " must be 0..65535, not " + p.getValue();
         }
         if (poolSize < 0 || poolSize > 1000) return "--pool-size must be 0..1000, not " + poolSize;
+        if (poolMax < 0 || poolMax > 1000) return "--pool-max must be 0..1000, not " + poolMax;
         if (pendingTimeout < 1 || pendingTimeout > 3600) return "--pending-timeout must be 1..3600 seconds";
         if (headTimeout < 1 || headTimeout > 3600) return "--head-timeout must be 1..3600 seconds";
         if (clientTimeout < 1 || clientTimeout > 86400) return "--client-timeout must be 1..86400 seconds";
@@ -213,8 +218,8 @@ public final class Arps implements Callable<Integer> {
             });
             maintenance.scheduleWithFixedDelay(this::topUpPools, 2, 2, TimeUnit.SECONDS);
             Thread.ofPlatform().daemon().name("arps-control-accept").start(this::acceptControl);
-            Thread.ofPlatform().daemon().name("arps-proxy-accept").start(() -> acceptLoop(proxyServer, DataConnHandshake::new));
-            Thread.ofPlatform().daemon().name("arps-public-accept").start(() -> acceptLoop(publicServer, Visitor::new));
+            Acceptor.listen(loops, proxyServer, "proxy", (loop, ch) -> new DataConnHandshake(this, loop, ch));
+            Acceptor.listen(loops, publicServer, "public", (loop, ch) -> new Visitor(this, loop, ch));
         }
 
         private interface Binder { void bind() throws IOException; }
@@ -229,9 +234,7 @@ public final class Arps implements Callable<Integer> {
 
         private ServerSocketChannel openChannel(String name, InetAddress address, int port) throws IOException, PortInUse {
             ServerSocketChannel server = ServerSocketChannel.open();
-            server.setOption(StandardSocketOptions.SO_REUSEADDR, true);
-            // set before bind so accepted sockets negotiate a window scale that fits 256 KiB
-            server.setOption(StandardSocketOptions.SO_RCVBUF, Protocol.SOCKET_BUFFER);
+            Sockets.tuneListener(server);
             bind(name, () -> server.bind(new InetSocketAddress(address, port), 1024), port);
             return server;
         }
@@ -262,7 +265,7 @@ public final class Arps implements Callable<Integer> {
         }
 
         private void topUpPools() {
-            for (ClientSession s : clients.values()) s.topUp();
+            for (ClientSession s : clients.values()) s.tick();
             tcpPorts.expire();
         }
 
@@ -275,28 +278,6 @@ public final class Arps implements Callable<Integer> {
                     Thread.ofVirtual().name("arps-control").start(() -> new ControlConnection(this, socket).serve());
                 } catch (IOException e) {
                     if (!pauseAfterAcceptError("control", e)) return;
-                }
-            }
-        }
-
-        private interface ConnectionStarter { IoHandler start(Relay relay, EventLoop loop, SocketChannel channel) throws IOException; }
-
-        private void acceptLoop(ServerSocketChannel server, ConnectionStarter starter) {
-            while (!closing) {
-                try {
-                    SocketChannel ch = server.accept();
-                    ch.configureBlocking(false);
-                    Sockets.tune(ch);
-                    EventLoop loop = loops.next();
-                    loop.execute(() -> {
-                        try {
-                            starter.start(this, loop, ch);
-                        } catch (IOException e) {
-                            Sockets.closeQuietly(ch);
-                        }
-                    });
-                } catch (IOException e) {
-                    if (!pauseAfterAcceptError("accept", e)) return;
                 }
             }
         }
@@ -440,6 +421,9 @@ public final class Arps implements Callable<Integer> {
         private final Map<String, Long> requested = new LinkedHashMap<>();
         private final ArrayDeque<Visitor> waiting = new ArrayDeque<>();
         private volatile boolean closed;
+        /** Connections kept beyond --pool-size: grown by visitors that found the pool empty, halved when calm. */
+        private int extra;
+        private boolean missedSinceTick;
 
         ClientSession(Relay relay, String id, Socket socket, OutputStream out) {
             this.relay = relay;
@@ -471,7 +455,29 @@ public final class Arps implements Callable<Integer> {
             if (!outbox.offer(m)) close("control connection not keeping up");
         }
 
-        int maxIdle() { return Math.max(relay.options.poolSize * 2, relay.options.poolSize + 4); }
+        /** How many idle connections the pool aims for now. Hold the monitor. */
+        private int target() { return relay.options.poolSize + extra; }
+
+        private int maxIdle() { return Math.max(target() * 2, target() + 4); }
+
+        /**
+         * Every 2 s: a pool that no visitor found empty since the last tick shrinks its extra half, and
+         * idle connections beyond the target are closed, oldest first.
+         */
+        void tick() {
+            List<PooledConn> surplus = new ArrayList<>();
+            synchronized (this) {
+                if (closed) return;
+                if (!missedSinceTick) extra /= 2;
+                missedSinceTick = false;
+                while (idle.size() > target()) {
+                    PooledConn c = idle.pollFirst();
+                    if (c.state.compareAndSet(DataConnState.IDLE, DataConnState.DEAD)) surplus.add(c);
+                }
+            }
+            for (PooledConn c : surplus) c.loop.execute(c::close);
+            topUp();
+        }
 
         /** Requests as many data connections as the pool and the waiting visitors are short of. */
         void topUp() {
@@ -480,7 +486,7 @@ public final class Arps implements Callable<Integer> {
                 if (closed) return;
                 long now = System.nanoTime();
                 requested.values().removeIf(t -> now - t > Relay.REQUEST_EXPIRY_NANOS);
-                int want = relay.options.poolSize + waiting.size() - idle.size() - requested.size();
+                int want = target() + waiting.size() - idle.size() - requested.size();
                 want = Math.min(want, 256 - requested.size()); // a bound on outstanding requests
                 for (int i = 0; i < want; i++) {
                     String cid = relay.newConnectionId();
@@ -499,8 +505,10 @@ public final class Arps implements Callable<Integer> {
             synchronized (this) {
                 gone = closed;
                 if (!gone) {
-                    conn = takeIdle();
+                    conn = takeIdle(visitor.loop);
                     if (conn == null) {
+                        missedSinceTick = true;
+                        extra = Math.min(extra + 1, Math.max(0, relay.options.poolMax - relay.options.poolSize));
                         full = waiting.size() >= relay.options.maxPending;
                         if (!full) waiting.addLast(visitor);
                     }
@@ -519,9 +527,20 @@ public final class Arps implements Callable<Integer> {
             if (conn != null) visitor.attach(conn);
         }
 
-        private PooledConn takeIdle() {
-            PooledConn c;
-            while ((c = idle.pollLast()) != null) { // newest first: the least likely to have died
+        /**
+         * The newest idle connection (the least likely to have died), preferably one served by the
+         * visitor's own event loop so that it need not move between selectors. Hold the monitor.
+         */
+        private PooledConn takeIdle(EventLoop preferred) {
+            PooledConn c = takeIdleOn(preferred);
+            return c != null ? c : takeIdleOn(null);
+        }
+
+        private PooledConn takeIdleOn(EventLoop only) {
+            for (Iterator<PooledConn> it = idle.descendingIterator(); it.hasNext(); ) {
+                PooledConn c = it.next();
+                if (only != null && c.loop != only) continue;
+                it.remove();
                 if (c.state.compareAndSet(DataConnState.IDLE, DataConnState.TAKEN)) return c;
             }
             return null;
@@ -547,6 +566,24 @@ public final class Arps implements Callable<Integer> {
             Visitor v = visitor;
             v.loop.execute(() -> v.attach(conn));
             return true;
+        }
+
+        /** A reusable data connection finished serving a visitor: back into the pool, or closed. */
+        void reuse(PooledConn conn, ByteBuffer leftover) {
+            boolean keep;
+            synchronized (this) {
+                keep = !closed && !leftover.hasRemaining() && idle.size() < maxIdle();
+                if (keep) {
+                    conn.state.set(DataConnState.IDLE);
+                    conn.watchIdle(this);
+                    idle.addLast(conn);
+                    Log.log(Protocol.Level.TRACE, "data connection of client " + Log.mask(id) + " reused");
+                }
+            }
+            if (!keep) {
+                if (leftover.hasRemaining()) Log.warn("client " + Log.mask(id) + " sent bytes on an idle data connection; closed it");
+                conn.close();
+            }
         }
 
         void forgetIdle(PooledConn conn) {
@@ -612,8 +649,11 @@ public final class Arps implements Callable<Integer> {
             }
             if (reader.leftover().hasRemaining()) throw new ProtocolException("bytes after NewProxyConn before a visitor");
             ClientSession session = relay.clients.get(npc.clientId());
-            PooledConn conn = new PooledConn(loop, ch, key, npc.proxyConnId(), npc.wantsHandover());
-            if (session == null || !session.offer(conn)) {
+            PooledConn conn = new PooledConn(loop, ch, key, npc.proxyConnId(), npc.wantsHandover(), npc.wantsReuse());
+            if (session != null && session.offer(conn)) {
+                Log.debug("new data connection for client " + Log.mask(npc.clientId())
+                        + (conn.reusable ? " (reusable)" : conn.handover ? " (handover)" : " (original protocol)"));
+            } else {
                 Log.debug("data connection from " + Sockets.describe(ch) + " not requested by client "
                         + Log.mask(npc.clientId()) + "; closed");
                 k.cancel();
@@ -645,16 +685,18 @@ public final class Arps implements Callable<Integer> {
         SelectionKey key;
         final String connId;
         final boolean handover;
+        final boolean reusable;   // chunked streams: goes back to the pool after each visitor
         final java.util.concurrent.atomic.AtomicReference<DataConnState> state =
                 new java.util.concurrent.atomic.AtomicReference<>(DataConnState.IDLE);
         private ClientSession session;
 
-        PooledConn(EventLoop loop, SocketChannel ch, SelectionKey key, String connId, boolean handover) {
+        PooledConn(EventLoop loop, SocketChannel ch, SelectionKey key, String connId, boolean handover, boolean reusable) {
             this.loop = loop;
             this.ch = ch;
             this.key = key;
             this.connId = connId;
             this.handover = handover;
+            this.reusable = reusable;
         }
 
         /** While idle, the client sends nothing: readable means closed (or broken). */
@@ -828,12 +870,22 @@ public final class Arps implements Callable<Integer> {
             }
         }
 
-        void spliceWith(PooledConn conn, ByteBuffer toVisitor, ByteBuffer toClient) throws IOException {
+        /**
+         * Splices the visitor with the data connection. {@code fromClient} are bytes the client sent
+         * after ProxyStarted: on a reusable connection they are chunks still to be parsed, otherwise raw.
+         */
+        void spliceWith(PooledConn conn, ByteBuffer fromClient, ByteBuffer toClient) throws IOException {
             conn.moveTo(loop, null, 0); // may fail: the caller then retries with another connection
             done = true;
             handingOver = null;
             timer.cancel();
-            Splice.start(loop, ch, toVisitor, conn.ch, toClient, null);
+            Splice splice = Splice.between(loop, ch, conn.ch).toSecond(toClient);
+            if (conn.reusable) {
+                splice.secondFramed(fromClient, leftover -> session.reuse(conn, leftover));
+            } else {
+                splice.toFirst(fromClient);
+            }
+            splice.start();
         }
 
         /** The data connection died before answering: try another one while time remains. */
@@ -967,7 +1019,10 @@ public final class Arps implements Callable<Integer> {
             this.conn = conn;
             byte[] start = Frames.encode(new StartProxy(visitor.address));
             ByteBuffer fwd = visitor.forward.duplicate();
-            this.out = ByteBuffer.allocate(start.length + fwd.remaining()).put(start).put(fwd).flip();
+            int chunkHeader = conn.reusable && fwd.hasRemaining() ? 4 : 0; // the visitor's first bytes, as a chunk
+            this.out = ByteBuffer.allocate(start.length + chunkHeader + fwd.remaining()).put(start);
+            if (chunkHeader > 0) out.putInt(fwd.remaining());
+            out.put(fwd).flip();
         }
 
         void start() throws IOException {
@@ -1107,82 +1162,37 @@ public final class Arps implements Callable<Integer> {
         }
     }
 
-    /** Accepts visitors on one dedicated port and hands them to the port's client. */
-    static final class PortListener implements IoHandler {
+    /** One dedicated port: visitors accepted there go to whichever session of its client is current. */
+    static final class PortListener {
         final int port;
         final String clientId;
         volatile ClientSession session;
         long detachedAt;
-        private final Relay relay;
         private final ServerSocketChannel server;
-        private final EventLoop loop;
-        private SelectionKey key;
 
         PortListener(Relay relay, int port, ClientSession session, InetAddress address) throws IOException {
-            this.relay = relay;
             this.port = port;
             this.clientId = session.id;
             this.session = session;
             server = ServerSocketChannel.open();
             try {
-                server.setOption(StandardSocketOptions.SO_REUSEADDR, true);
-                server.setOption(StandardSocketOptions.SO_RCVBUF, Protocol.SOCKET_BUFFER);
+                Sockets.tuneListener(server);
                 server.bind(new InetSocketAddress(address, port), 1024);
-                server.configureBlocking(false);
+                Acceptor.listen(relay.loops, server, "TCP " + port, (loop, ch) -> {
+                    ClientSession s = this.session;
+                    if (s == null || s.isClosed()) { // the client is away (grace period): nobody to serve this
+                        Sockets.closeQuietly(ch);
+                    } else {
+                        new Visitor(relay, loop, ch, s);
+                    }
+                });
             } catch (IOException e) {
                 Sockets.closeQuietly(server);
                 throw e;
             }
-            loop = relay.loops.next();
-            loop.execute(() -> {
-                try {
-                    key = loop.register(server, SelectionKey.OP_ACCEPT, this);
-                } catch (IOException e) {
-                    Sockets.closeQuietly(server); // closed before it could start
-                }
-            });
         }
 
-        @Override
-        public void onReady(SelectionKey k) throws IOException {
-            SocketChannel ch;
-            while ((ch = server.accept()) != null) {
-                ClientSession s = session;
-                if (s == null || s.isClosed()) { // the client is away (grace period): nobody to serve this
-                    Sockets.closeQuietly(ch);
-                    continue;
-                }
-                ch.configureBlocking(false);
-                Sockets.tune(ch);
-                EventLoop target = relay.loops.next();
-                SocketChannel accepted = ch;
-                target.execute(() -> {
-                    try {
-                        new Visitor(relay, target, accepted, s);
-                    } catch (IOException e) {
-                        Sockets.closeQuietly(accepted);
-                    }
-                });
-            }
-        }
-
-        /** An accept error (e.g. out of file descriptors): pause accepting briefly instead of spinning. */
-        @Override
-        public void onFailure(Throwable error) {
-            Log.error("TCP port " + port + ": accept failed: " + error.getMessage() + "; retrying in 100 ms");
-            if (key == null || !key.isValid()) return;
-            key.interestOps(0);
-            loop.schedule(100, () -> {
-                if (key.isValid()) key.interestOps(SelectionKey.OP_ACCEPT);
-            });
-        }
-
-        void close() {
-            loop.execute(() -> {
-                if (key != null) key.cancel();
-                Sockets.closeQuietly(server);
-            });
-        }
+        void close() { Sockets.closeQuietly(server); }
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -1212,7 +1222,7 @@ public final class Arps implements Callable<Integer> {
             int textEnd = lineEnd > 0 && b[lineEnd - 1] == '\r' ? lineEnd - 1 : lineEnd;
             String requestLine = new String(b, 0, textEnd, StandardCharsets.ISO_8859_1);
             String[] parts = requestLine.split(" ", -1);
-            if (parts.length != 3 || parts[0].isEmpty() || parts[1].isEmpty() || !parts[2].matches("HTTP/\\d\\.\\d")) {
+            if (parts.length != 3 || parts[0].isEmpty() || parts[1].isEmpty() || !isHttpVersion(parts[2])) {
                 throw new BadRequest("not an HTTP/1.x request");
             }
             String method = parts[0];
@@ -1253,6 +1263,12 @@ public final class Arps implements Callable<Integer> {
             if (token != null && token.isEmpty()) token = null;
             String path = q >= 0 ? target.substring(0, q) : target;
             return new RequestHead(method, path, token, out.toByteArray());
+        }
+
+        /** "HTTP/d.d" (no regex: this runs for every visitor). */
+        private static boolean isHttpVersion(String v) {
+            return v.length() == 8 && v.startsWith("HTTP/") && Character.isDigit(v.charAt(5)) && v.charAt(6) == '.'
+                    && Character.isDigit(v.charAt(7));
         }
 
         private static String decode(String s) {

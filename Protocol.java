@@ -79,6 +79,7 @@ public final class Protocol {
     public static final String FEATURE_HEARTBEAT = "heartbeat";
     public static final String FEATURE_HANDOVER = "handover";
     public static final String FEATURE_TCP_PORTS = "tcp-ports";
+    public static final String FEATURE_REUSE = "reuse";
 
     // ------------------------------------------------------------------------------------------------
     // Messages
@@ -97,13 +98,23 @@ public final class Protocol {
     /** arps → arpc on control: open a data connection carrying this id. */
     public record RequestNewProxyConn(@JsonProperty("proxy_conn_id") String proxyConnId) implements Message {}
 
-    /** arpc → arps, first frame on a data connection. {@code handover} is ours and omitted when null. */
-    @JsonPropertyOrder({"proxy_conn_id", "client_id", "handover"})
+    /**
+     * arpc → arps, first frame on a data connection. {@code handover} and {@code reuse} are ours and
+     * omitted when null: the original's frame stays byte for byte the same.
+     */
+    @JsonPropertyOrder({"proxy_conn_id", "client_id", "handover", "reuse"})
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record NewProxyConn(@JsonProperty("proxy_conn_id") String proxyConnId,
                                @JsonProperty("client_id") String clientId,
-                               Boolean handover) implements Message {
+                               Boolean handover, Boolean reuse) implements Message {
+        public NewProxyConn(String proxyConnId, String clientId, Boolean handover) {
+            this(proxyConnId, clientId, handover, null);
+        }
+
         public boolean wantsHandover() { return Boolean.TRUE.equals(handover); }
+
+        /** Chunked streams, so the connection can serve one visitor after another. */
+        public boolean wantsReuse() { return wantsHandover() && Boolean.TRUE.equals(reuse); }
     }
 
     /** Both directions on control: which additions the sender understands. */
@@ -253,6 +264,14 @@ public final class Protocol {
     public static final class FrameReader {
         private ByteBuffer buffer = ByteBuffer.allocate(512);
 
+        public FrameReader() {}
+
+        /** A reader that first parses bytes already read from the channel. */
+        public FrameReader(ByteBuffer alreadyRead) {
+            if (alreadyRead.remaining() > buffer.capacity()) grow(alreadyRead.remaining());
+            buffer.put(alreadyRead);
+        }
+
         /** The next message, or null if more bytes are needed. Throws EOFException on end of stream. */
         public Message read(SocketChannel channel) throws IOException {
             while (true) {
@@ -358,6 +377,25 @@ public final class Protocol {
             setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, 60);
             setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL, 10);
             setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT, 3);
+        }
+
+        /**
+         * For a listening socket: what accepted sockets inherit from it (receive buffer, keep-alive
+         * timing), so that only what Linux does not copy is set on each accepted one.
+         */
+        public static void tuneListener(java.nio.channels.ServerSocketChannel server) throws IOException {
+            server.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+            server.setOption(StandardSocketOptions.SO_RCVBUF, SOCKET_BUFFER); // before bind: sets the window scale
+            setIfSupported(server, jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, 60);
+            setIfSupported(server, jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL, 10);
+            setIfSupported(server, jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT, 3);
+        }
+
+        /** For a socket accepted from a {@link #tuneListener tuned} listener. */
+        public static void tuneAccepted(SocketChannel channel) throws IOException {
+            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+            channel.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
+            channel.setOption(StandardSocketOptions.SO_SNDBUF, SOCKET_BUFFER);
         }
 
         /** Same for a blocking control socket. */
@@ -493,16 +531,11 @@ public final class Protocol {
                 try {
                     long timeout = runTimers();
                     if (!tasks.isEmpty()) {
-                        selector.selectNow();
+                        selector.selectNow(EventLoop::dispatch);
                     } else {
-                        selector.select(timeout);
+                        selector.select(EventLoop::dispatch, timeout);
                     }
                     wakeupPending.set(false);
-                    var selected = selector.selectedKeys();
-                    if (!selected.isEmpty()) {
-                        for (SelectionKey key : selected) dispatch(key);
-                        selected.clear();
-                    }
                     Runnable task;
                     while ((task = tasks.poll()) != null) {
                         try {
@@ -579,6 +612,8 @@ public final class Protocol {
 
         public EventLoop next() { return loops[Math.floorMod(next.getAndIncrement(), loops.length)]; }
 
+        public List<EventLoop> all() { return List.of(loops); }
+
         @Override
         public void close() {
             for (EventLoop l : loops) l.shutdown();
@@ -589,6 +624,71 @@ public final class Protocol {
                     Thread.currentThread().interrupt();
                 }
             }
+        }
+    }
+
+    /**
+     * Accepts connections on a listening socket from every loop of a group: each loop's selector
+     * watches the socket, and the loop that accepts a connection serves it, so no connection is handed
+     * from thread to thread.
+     */
+    public static final class Acceptor implements IoHandler {
+        public interface Starter { void start(EventLoop loop, SocketChannel channel) throws IOException; }
+
+        private static final int ACCEPTS_PER_EVENT = 64;
+        private final java.nio.channels.ServerSocketChannel server;
+        private final EventLoop loop;
+        private final String name;
+        private final Starter starter;
+        private SelectionKey key;
+
+        private Acceptor(java.nio.channels.ServerSocketChannel server, EventLoop loop, String name, Starter starter) {
+            this.server = server;
+            this.loop = loop;
+            this.name = name;
+            this.starter = starter;
+        }
+
+        /** Starts accepting; closing the server socket stops it. */
+        public static void listen(EventLoopGroup loops, java.nio.channels.ServerSocketChannel server, String name,
+                                  Starter starter) throws IOException {
+            server.configureBlocking(false);
+            for (EventLoop loop : loops.all()) {
+                Acceptor acceptor = new Acceptor(server, loop, name, starter);
+                loop.execute(() -> {
+                    try {
+                        acceptor.key = loop.register(server, SelectionKey.OP_ACCEPT, acceptor);
+                    } catch (IOException e) {
+                        // closed before this loop got to it
+                    }
+                });
+            }
+        }
+
+        @Override
+        public void onReady(SelectionKey k) throws IOException {
+            for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+                SocketChannel ch = server.accept();
+                if (ch == null) return; // another loop was quicker, or nothing left
+                try {
+                    ch.configureBlocking(false);
+                    Sockets.tuneAccepted(ch);
+                    starter.start(loop, ch);
+                } catch (IOException e) {
+                    Sockets.closeQuietly(ch); // this connection only; the listener is fine
+                }
+            }
+        }
+
+        /** An accept error (e.g. out of file descriptors) must not end the server: pause, then go on. */
+        @Override
+        public void onFailure(Throwable error) {
+            if (!server.isOpen() || key == null || !key.isValid()) return;
+            Log.error(name + " port: accept failed: " + error.getMessage() + "; pausing it for 100 ms");
+            key.interestOps(0);
+            loop.schedule(100, () -> {
+                if (key.isValid()) key.interestOps(SelectionKey.OP_ACCEPT);
+            });
         }
     }
 
@@ -618,36 +718,64 @@ public final class Protocol {
      * only while its peer cannot take the bytes yet; while it does, that side is not read
      * (back-pressure). End of stream on one side becomes a half-close on the other; the pair closes
      * when both directions have ended, or at once on an error.
+     *
+     * <p>The second socket may be a <em>reusable data connection</em>: then the bytes on it travel in
+     * chunks (a 4-byte big-endian length, then that many bytes; length 0 ends that direction) instead of
+     * relying on the socket's own half-close. When both directions have ended cleanly the first socket
+     * is closed and the data connection is handed back for the next visitor, which saves a TCP
+     * handshake per visitor. Any error, or the data connection closing mid-stream, aborts both.
      */
     public static final class Splice {
+        private static final int READS_PER_EVENT = 4;
+        /** Largest chunk on a reusable data connection: what one pooled buffer holds after its header. */
+        public static final int MAX_CHUNK = BufferPool.SIZE - 4;
+
+        /** Receives a reusable data connection whose stream ended cleanly, and any bytes read past the end. */
+        public interface Reuse { void reuse(ByteBuffer leftover); }
+
         private final EventLoop loop;
         private final Side a;
         private final Side b;
-        private final Runnable onClose;
+        private Reuse reuse;
         private boolean closed;
 
-        /**
-         * @param toA bytes to write to {@code chA} before anything read from {@code chB} (may be null)
-         * @param toB bytes to write to {@code chB} before anything read from {@code chA} (may be null)
-         */
-        public static void start(EventLoop loop, SocketChannel chA, ByteBuffer toA,
-                                 SocketChannel chB, ByteBuffer toB, Runnable onClose) {
-            new Splice(loop, chA, chB, onClose).begin(toA, toB);
+        /** A splice of {@code first} (always a plain socket) and {@code second}; configure, then {@link #start()}. */
+        public static Splice between(EventLoop loop, SocketChannel first, SocketChannel second) {
+            return new Splice(loop, first, second);
         }
 
-        private Splice(EventLoop loop, SocketChannel chA, SocketChannel chB, Runnable onClose) {
+        private Splice(EventLoop loop, SocketChannel chA, SocketChannel chB) {
             this.loop = loop;
             this.a = new Side(chA);
             this.b = new Side(chB);
             a.peer = b;
             b.peer = a;
-            this.onClose = onClose;
         }
 
-        private void begin(ByteBuffer toA, ByteBuffer toB) {
-            // "pending" of a side = bytes read from it, waiting for its peer
-            if (toA != null && toA.hasRemaining()) b.pending = toA;
-            if (toB != null && toB.hasRemaining()) a.pending = toB;
+        /** Bytes to write to the first socket before anything read from the second. */
+        public Splice toFirst(ByteBuffer bytes) {
+            if (bytes != null && bytes.hasRemaining()) b.pending = bytes; // "pending" of a side: read from it, waiting for its peer
+            return this;
+        }
+
+        /** Bytes to write to the second socket before anything read from the first (already framed if it is). */
+        public Splice toSecond(ByteBuffer bytes) {
+            if (bytes != null && bytes.hasRemaining()) a.pending = bytes;
+            return this;
+        }
+
+        /**
+         * The second socket is a reusable data connection speaking chunks; {@code unparsed} are bytes
+         * already read from it, and {@code reuse} gets it back when the stream ends cleanly.
+         */
+        public Splice secondFramed(ByteBuffer unparsed, Reuse reuse) {
+            b.framed = true;
+            if (unparsed != null && unparsed.hasRemaining()) b.rbuf = unparsed;
+            this.reuse = reuse;
+            return this;
+        }
+
+        public void start() {
             try {
                 a.key = loop.register(a.ch, 0, a);
                 b.key = loop.register(b.ch, 0, b);
@@ -663,27 +791,53 @@ public final class Protocol {
             if (closed) return;
             closed = true;
             for (Side s : new Side[] {a, b}) {
-                if (s.pending != null && s.pending.isDirect()) loop.buffers.give(s.pending);
-                s.pending = null;
+                s.release();
                 if (s.key != null) s.key.cancel();
                 if (abort) Sockets.abort(s.ch); else Sockets.closeQuietly(s.ch);
             }
-            if (onClose != null) onClose.run();
+        }
+
+        /** Both directions ended: close, or hand the reusable data connection back. */
+        private void checkDone() {
+            if (closed || !(a.inputEnded && b.inputEnded && a.outputShut && b.outputShut)) return;
+            if (!b.framed || reuse == null) {
+                close(false);
+                return;
+            }
+            closed = true;
+            a.release();
+            a.key.cancel();
+            Sockets.closeQuietly(a.ch);
+            ByteBuffer leftover = b.rbuf == null ? ByteBuffer.allocate(0)
+                    : ByteBuffer.allocate(b.rbuf.remaining()).put(b.rbuf).flip();
+            b.release();
+            b.key.interestOps(0);
+            reuse.reuse(leftover);
         }
 
         private final class Side implements IoHandler {
             final SocketChannel ch;
             Side peer;
             SelectionKey key;
+            boolean framed;         // this socket carries chunks (a reusable data connection)
             ByteBuffer pending;     // read from this side, not yet written to peer
-            boolean inputEnded;     // this side sent FIN
-            boolean outputShut;     // we sent FIN to this side
+            boolean pendingPooled;  // pending is a pooled buffer (not a slice or a heap buffer)
+            boolean pendingIsEnd;   // pending is the end-of-stream chunk header for a framed peer
+            boolean inputEnded;     // this side ended its direction (FIN, or an end chunk)
+            boolean outputShut;     // we ended the direction towards this side
+            ByteBuffer rbuf;        // framed only: bytes read and not yet parsed
+            boolean rbufPooled;
+            int chunkLeft;          // framed only: data bytes of the current chunk still to come
+            final ByteBuffer header = ByteBuffer.allocate(4);
+            boolean parsing;        // framed only: inside readChunks(), so flushTo() must not re-enter it
 
             Side(SocketChannel ch) { this.ch = ch; }
 
             void start() throws IOException {
                 if (pending != null) {
                     flushTo();
+                } else if (framed && rbuf != null) {
+                    readChunks();
                 } else {
                     setInterest(SelectionKey.OP_READ, true);
                 }
@@ -694,34 +848,112 @@ public final class Protocol {
                 if (closed) return;
                 int ready = k.readyOps();
                 if ((ready & SelectionKey.OP_WRITE) != 0) peer.flushTo();
-                if (!closed && (ready & SelectionKey.OP_READ) != 0 && k.isValid()) readFrom();
+                if (!closed && (ready & SelectionKey.OP_READ) != 0 && k.isValid()) {
+                    if (framed) readChunks(); else readFrom();
+                }
             }
 
-            /** Reads what this side sent and passes it on to the peer. */
+            /**
+             * Reads what this (plain) side sent and passes it on. While buffers come back full and the
+             * peer takes everything, it reads again (a few times) before returning to the selector.
+             */
             private void readFrom() throws IOException {
-                if (pending != null || inputEnded) return;
-                ByteBuffer buf = loop.buffers.take();
-                int n;
+                int headerRoom = peer.framed ? 4 : 0;
+                for (int round = 0; round < READS_PER_EVENT && pending == null && !inputEnded && !closed; round++) {
+                    ByteBuffer buf = loop.buffers.take();
+                    buf.position(headerRoom);
+                    int n;
+                    try {
+                        n = ch.read(buf);
+                    } catch (IOException e) {
+                        loop.buffers.give(buf);
+                        throw e;
+                    }
+                    if (n <= 0) {
+                        loop.buffers.give(buf);
+                        if (n < 0) endInput();
+                        return;
+                    }
+                    boolean full = !buf.hasRemaining();
+                    if (headerRoom > 0) buf.putInt(0, n);
+                    buf.flip();
+                    setPending(buf, true);
+                    flushTo();
+                    if (!full) return; // the socket is most likely drained
+                }
+            }
+
+            /** Reads chunks from this framed side and passes their data on, without copying it. */
+            private void readChunks() throws IOException {
+                if (parsing) return; // called back from flushTo() inside the loop below: the loop goes on
+                parsing = true;
                 try {
-                    n = ch.read(buf);
-                } catch (IOException e) {
-                    loop.buffers.give(buf);
-                    throw e;
+                    parseChunks();
+                } finally {
+                    parsing = false;
                 }
-                if (n < 0) {
-                    loop.buffers.give(buf);
-                    inputEnded = true;
-                    setInterest(SelectionKey.OP_READ, false);
-                    peer.shutdownOutput();
-                    return;
+            }
+
+            private void parseChunks() throws IOException {
+                int reads = 0;
+                while (pending == null && !inputEnded && !closed) {
+                    if (rbuf == null || !rbuf.hasRemaining()) {
+                        if (reads++ == READS_PER_EVENT) { // fair to the loop's other sockets
+                            setInterest(SelectionKey.OP_READ, true);
+                            return;
+                        }
+                        releaseReadBuffer();
+                        ByteBuffer buf = loop.buffers.take();
+                        int n;
+                        try {
+                            n = ch.read(buf);
+                        } catch (IOException e) {
+                            loop.buffers.give(buf);
+                            throw e;
+                        }
+                        if (n < 0) {
+                            loop.buffers.give(buf);
+                            throw new EOFException("data connection closed in the middle of a stream");
+                        }
+                        if (n == 0) {
+                            loop.buffers.give(buf);
+                            setInterest(SelectionKey.OP_READ, true);
+                            return;
+                        }
+                        rbuf = buf.flip();
+                        rbufPooled = true;
+                    }
+                    if (chunkLeft == 0) {
+                        while (header.hasRemaining() && rbuf.hasRemaining()) header.put(rbuf.get());
+                        if (header.hasRemaining()) continue; // the header is split across reads
+                        int length = header.flip().getInt();
+                        header.clear();
+                        if (length == 0) {
+                            endInput(); // what follows in rbuf belongs to the connection's next use
+                            return;
+                        }
+                        if (length < 0 || length > MAX_CHUNK) throw new ProtocolException("bad chunk length " + length);
+                        chunkLeft = length;
+                        if (!rbuf.hasRemaining()) continue;
+                    }
+                    int take = Math.min(chunkLeft, rbuf.remaining());
+                    ByteBuffer slice = rbuf.slice(rbuf.position(), take);
+                    rbuf.position(rbuf.position() + take);
+                    chunkLeft -= take;
+                    setPending(slice, false);
+                    flushTo();
                 }
-                if (n == 0) {
-                    loop.buffers.give(buf);
-                    return;
-                }
-                buf.flip();
+            }
+
+            private void endInput() throws IOException {
+                inputEnded = true;
+                setInterest(SelectionKey.OP_READ, false);
+                peer.shutdownOutput();
+            }
+
+            private void setPending(ByteBuffer buf, boolean pooled) {
                 pending = buf;
-                flushTo();
+                pendingPooled = pooled;
             }
 
             /** Writes this side's pending bytes to the peer; stops reading this side while they wait. */
@@ -735,26 +967,37 @@ public final class Protocol {
                     return;
                 }
                 pending = null;
-                if (buf.isDirect()) loop.buffers.give(buf);
+                if (pendingPooled) loop.buffers.give(buf);
                 peer.setInterest(SelectionKey.OP_WRITE, false);
-                if (inputEnded) {
+                if (pendingIsEnd) { // the end chunk is out: that direction is over
+                    pendingIsEnd = false;
+                    peer.outputShut = true;
+                    checkDone();
+                } else if (inputEnded) {
                     peer.shutdownOutput();
+                } else if (framed && rbuf != null && rbuf.hasRemaining()) {
+                    readChunks(); // parsed bytes are waiting; no read event would come for them
                 } else {
                     setInterest(SelectionKey.OP_READ, true);
                 }
             }
 
+            /** Ends the direction towards this side: FIN on a plain socket, an end chunk on a framed one. */
             void shutdownOutput() throws IOException {
-                if (peer.pending != null) return; // flushTo() will call again once drained
-                if (!outputShut) {
-                    outputShut = true;
-                    try {
-                        ch.shutdownOutput();
-                    } catch (IOException e) {
-                        // the peer is gone; nothing more to send it
-                    }
+                if (peer.pending != null || outputShut) return; // flushTo() calls again once drained
+                if (framed) {
+                    peer.pendingIsEnd = true;
+                    peer.setPending(ByteBuffer.allocate(4), false); // length 0
+                    peer.flushTo();
+                    return;
                 }
-                if (inputEnded && peer.inputEnded && peer.outputShut && outputShut) close(false);
+                outputShut = true;
+                try {
+                    ch.shutdownOutput();
+                } catch (IOException e) {
+                    // the peer is gone; nothing more to send it
+                }
+                checkDone();
             }
 
             void setInterest(int op, boolean on) {
@@ -762,6 +1005,18 @@ public final class Protocol {
                 int ops = key.interestOps();
                 int next = on ? ops | op : ops & ~op;
                 if (next != ops) key.interestOps(next);
+            }
+
+            private void releaseReadBuffer() {
+                if (rbuf != null && rbufPooled) loop.buffers.give(rbuf);
+                rbuf = null;
+                rbufPooled = false;
+            }
+
+            void release() {
+                if (pending != null && pendingPooled) loop.buffers.give(pending);
+                pending = null;
+                releaseReadBuffer();
             }
 
             @Override
@@ -884,9 +1139,16 @@ public final class Protocol {
 
     /** Client ids travel in URLs and logs: keep them to a safe, bounded alphabet. */
     public static boolean validClientId(String id) {
-        return id != null && id.matches("[A-Za-z0-9._~-]{1,128}");
+        if (id == null || id.isEmpty() || id.length() > 128) return false;
+        for (int i = 0; i < id.length(); i++) {
+            char c = id.charAt(i);
+            boolean ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                    || c == '.' || c == '_' || c == '~' || c == '-';
+            if (!ok) return false;
+        }
+        return true;
     }
 
     /** The additions this version speaks, in a fixed order so Hello is the same bytes every run. */
-    static final List<String> OUR_FEATURES = List.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER, FEATURE_TCP_PORTS);
+    static final List<String> OUR_FEATURES = List.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER, FEATURE_TCP_PORTS, FEATURE_REUSE);
 }
