@@ -94,6 +94,9 @@ public final class Arpc implements Callable<Integer> {
     @Option(names = "--config-dir", paramLabel = "DIR", description = "Where arpc keeps its config (default: $ARP_CONFIG_DIR, else ~/.arp-client).")
     Path configDir;
 
+    @Option(names = "--io-threads", paramLabel = "N", description = "Event-loop threads that carry the traffic (default: one per core).")
+    Integer ioThreads;
+
     @Option(names = "--log-level", paramLabel = "LEVEL", description = "error, warn, info, debug or trace (default: $ARP_LOG, else info).")
     String logLevel;
 
@@ -147,6 +150,7 @@ public final class Arpc implements Callable<Integer> {
         if (clientId != null && !Protocol.validClientId(clientId)) {
             return "--client-id must be 1-128 characters from A-Z a-z 0-9 . _ ~ -";
         }
+        if (ioThreads != null && (ioThreads < 1 || ioThreads > 256)) return "--io-threads must be 1..256, not " + ioThreads;
         if (heartbeat < 1 || heartbeat > 3600) return "--heartbeat must be 1..3600 seconds";
         if (remotePort != null && (remotePort < 0 || remotePort > 65535)) return "--remote-port must be 0..65535, not " + remotePort;
         return null;
@@ -203,7 +207,7 @@ public final class Arpc implements Callable<Integer> {
             this.options = options;
             this.id = id;
             this.local = local;
-            this.loops = new EventLoopGroup("arpc-io", EventLoopGroup.defaultSize());
+            this.loops = new EventLoopGroup("arpc-io", options.ioThreads == null ? EventLoopGroup.defaultSize() : options.ioThreads);
         }
 
         int run() {

@@ -111,6 +111,9 @@ public final class Arps implements Callable<Integer> {
     @Option(names = "--max-pending", defaultValue = "1000", paramLabel = "N", description = "Visitors that may wait for a data connection per client; more get 503 (default: ${DEFAULT-VALUE}).")
     int maxPending;
 
+    @Option(names = "--io-threads", paramLabel = "N", description = "Event-loop threads that carry the traffic (default: one per core).")
+    Integer ioThreads;
+
     @Option(names = "--log-level", paramLabel = "LEVEL", description = "error, warn, info, debug or trace (default: $ARP_LOG, else info).")
     String logLevel;
 
@@ -161,6 +164,7 @@ public final class Arps implements Callable<Integer> {
             if (p.getValue() < 0 || p.getValue() > 65535) return p.getKey() + " must be 0..65535, not " + p.getValue();
         }
         if (poolSize < 0 || poolSize > 1000) return "--pool-size must be 0..1000, not " + poolSize;
+        if (ioThreads != null && (ioThreads < 1 || ioThreads > 256)) return "--io-threads must be 1..256, not " + ioThreads;
         if (poolMax < 0 || poolMax > 1000) return "--pool-max must be 0..1000, not " + poolMax;
         if (pendingTimeout < 1 || pendingTimeout > 3600) return "--pending-timeout must be 1..3600 seconds";
         if (headTimeout < 1 || headTimeout > 3600) return "--head-timeout must be 1..3600 seconds";
@@ -209,7 +213,7 @@ public final class Arps implements Callable<Integer> {
             bind("control", () -> controlServer.bind(new InetSocketAddress(address, options.controlPort), 128), options.controlPort);
             proxyServer = openChannel("proxy", address, options.proxyPort);
             publicServer = openChannel("public", address, options.publicPort);
-            loops = new EventLoopGroup("arps-io", EventLoopGroup.defaultSize());
+            loops = new EventLoopGroup("arps-io", options.ioThreads == null ? EventLoopGroup.defaultSize() : options.ioThreads);
             tcpPorts = new TcpPorts(this, options.tcpPorts == null ? null : TcpPorts.parseRange(options.tcpPorts), address);
             maintenance = Executors.newSingleThreadScheduledExecutor(r -> {
                 Thread t = new Thread(r, "arps-pool");
