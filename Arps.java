@@ -552,14 +552,38 @@ public final class Arps implements Callable<Integer> {
 
         /** A requested data connection arrived. Returns false if it was not requested by this session. */
         boolean offer(PooledConn conn) {
-            Visitor visitor = null;
             synchronized (this) {
                 if (closed || requested.remove(conn.connId) == null) return false;
+            }
+            return place(conn);
+        }
+
+        /** A reusable data connection finished serving a visitor: serve the next one, or close it. */
+        void reuse(PooledConn conn, ByteBuffer leftover) {
+            if (leftover.hasRemaining()) {
+                Log.warn("client " + Log.mask(id) + " sent bytes on an idle data connection; closed it");
+                conn.close();
+            } else if (place(conn)) {
+                Log.log(Protocol.Level.TRACE, "data connection of client " + Log.mask(id) + " reused");
+            } else {
+                conn.close();
+            }
+        }
+
+        /**
+         * Gives a free data connection to the longest-waiting visitor, else to the idle pool. Returns
+         * false if neither wants it (the session is closed or the pool is full).
+         */
+        private boolean place(PooledConn conn) {
+            Visitor visitor;
+            synchronized (this) {
+                if (closed) return false;
                 while ((visitor = waiting.pollFirst()) != null && visitor.isDone()) {
                     // a visitor that timed out while waiting
                 }
                 if (visitor == null) {
                     if (idle.size() >= maxIdle()) return false;
+                    conn.state.set(DataConnState.IDLE);
                     conn.watchIdle(this);
                     idle.addLast(conn);
                     return true;
@@ -570,24 +594,6 @@ public final class Arps implements Callable<Integer> {
             Visitor v = visitor;
             v.loop.execute(() -> v.attach(conn));
             return true;
-        }
-
-        /** A reusable data connection finished serving a visitor: back into the pool, or closed. */
-        void reuse(PooledConn conn, ByteBuffer leftover) {
-            boolean keep;
-            synchronized (this) {
-                keep = !closed && !leftover.hasRemaining() && idle.size() < maxIdle();
-                if (keep) {
-                    conn.state.set(DataConnState.IDLE);
-                    conn.watchIdle(this);
-                    idle.addLast(conn);
-                    Log.log(Protocol.Level.TRACE, "data connection of client " + Log.mask(id) + " reused");
-                }
-            }
-            if (!keep) {
-                if (leftover.hasRemaining()) Log.warn("client " + Log.mask(id) + " sent bytes on an idle data connection; closed it");
-                conn.close();
-            }
         }
 
         void forgetIdle(PooledConn conn) {
@@ -732,6 +738,7 @@ public final class Arps implements Callable<Integer> {
                 key.interestOps(ops);
             } else {
                 key.cancel();
+                loop.wakeup(); // so the old loop lets go of the channel now, not at its next event
                 loop = target;
                 key = target.register(ch, ops, handler);
             }
@@ -1173,8 +1180,10 @@ public final class Arps implements Callable<Integer> {
         volatile ClientSession session;
         long detachedAt;
         private final ServerSocketChannel server;
+        private final Relay relay;
 
         PortListener(Relay relay, int port, ClientSession session, InetAddress address) throws IOException {
+            this.relay = relay;
             this.port = port;
             this.clientId = session.id;
             this.session = session;
@@ -1196,7 +1205,10 @@ public final class Arps implements Callable<Integer> {
             }
         }
 
-        void close() { Sockets.closeQuietly(server); }
+        void close() {
+            Sockets.closeQuietly(server);
+            relay.loops.wakeupAll(); // every loop watched the socket: the port is free only once all let go
+        }
     }
 
     // ------------------------------------------------------------------------------------------------

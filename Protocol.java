@@ -587,6 +587,12 @@ public final class Protocol {
             }
         }
 
+        /**
+         * Makes the selector finish deregistering cancelled keys now. A closed channel whose key was
+         * cancelled on a loop that sleeps in select() keeps its socket open until that loop wakes up.
+         */
+        public void wakeup() { selector.wakeup(); }
+
         void shutdown() {
             running = false;
             selector.wakeup();
@@ -613,6 +619,11 @@ public final class Protocol {
         public EventLoop next() { return loops[Math.floorMod(next.getAndIncrement(), loops.length)]; }
 
         public List<EventLoop> all() { return List.of(loops); }
+
+        /** See {@link EventLoop#wakeup()}: after closing a channel that every loop watched. */
+        public void wakeupAll() {
+            for (EventLoop l : loops) l.wakeup();
+        }
 
         @Override
         public void close() {
@@ -862,13 +873,7 @@ public final class Protocol {
                 for (int round = 0; round < READS_PER_EVENT && pending == null && !inputEnded && !closed; round++) {
                     ByteBuffer buf = loop.buffers.take();
                     buf.position(headerRoom);
-                    int n;
-                    try {
-                        n = ch.read(buf);
-                    } catch (IOException e) {
-                        loop.buffers.give(buf);
-                        throw e;
-                    }
+                    int n = readPooled(buf);
                     if (n <= 0) {
                         loop.buffers.give(buf);
                         if (n < 0) endInput();
@@ -904,13 +909,7 @@ public final class Protocol {
                         }
                         releaseReadBuffer();
                         ByteBuffer buf = loop.buffers.take();
-                        int n;
-                        try {
-                            n = ch.read(buf);
-                        } catch (IOException e) {
-                            loop.buffers.give(buf);
-                            throw e;
-                        }
+                        int n = readPooled(buf);
                         if (n < 0) {
                             loop.buffers.give(buf);
                             throw new EOFException("data connection closed in the middle of a stream");
@@ -925,16 +924,17 @@ public final class Protocol {
                     }
                     if (chunkLeft == 0) {
                         while (header.hasRemaining() && rbuf.hasRemaining()) header.put(rbuf.get());
-                        if (header.hasRemaining()) continue; // the header is split across reads
+                        if (header.hasRemaining()) continue; // the header is split across reads (rbuf is empty)
                         int length = header.flip().getInt();
                         header.clear();
+                        if (!rbuf.hasRemaining()) releaseReadBuffer();
                         if (length == 0) {
                             endInput(); // what follows in rbuf belongs to the connection's next use
                             return;
                         }
                         if (length < 0 || length > MAX_CHUNK) throw new ProtocolException("bad chunk length " + length);
                         chunkLeft = length;
-                        if (!rbuf.hasRemaining()) continue;
+                        if (rbuf == null) continue;
                     }
                     int take = Math.min(chunkLeft, rbuf.remaining());
                     ByteBuffer slice = rbuf.slice(rbuf.position(), take);
@@ -942,6 +942,16 @@ public final class Protocol {
                     chunkLeft -= take;
                     setPending(slice, false);
                     flushTo();
+                }
+            }
+
+            /** Reads into a buffer taken from the pool, giving it back if the read fails. */
+            private int readPooled(ByteBuffer buf) throws IOException {
+                try {
+                    return ch.read(buf);
+                } catch (IOException e) {
+                    loop.buffers.give(buf);
+                    throw e;
                 }
             }
 
@@ -968,6 +978,7 @@ public final class Protocol {
                 }
                 pending = null;
                 if (pendingPooled) loop.buffers.give(buf);
+                if (framed && rbuf != null && !rbuf.hasRemaining()) releaseReadBuffer(); // idle sides hold no buffer
                 peer.setInterest(SelectionKey.OP_WRITE, false);
                 if (pendingIsEnd) { // the end chunk is out: that direction is over
                     pendingIsEnd = false;
