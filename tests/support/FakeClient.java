@@ -65,10 +65,23 @@ public final class FakeClient implements AutoCloseable {
      * for {@link #nextProxyRequest}.
      */
     public static FakeClient register(int controlPort, String clientId, boolean hello) throws IOException {
+        return register(controlPort, clientId, hello ? Frames.hello() : null);
+    }
+
+    /**
+     * As {@link #register(int, String, boolean)} with a Hello announcing these features (e.g. heartbeat,
+     * handover, reuse): a client that will dial reusable data connections.
+     */
+    public static FakeClient registerWithFeatures(int controlPort, String clientId, String... features) throws IOException {
+        return register(controlPort, clientId, Frames.hello(List.of(features)));
+    }
+
+    private static FakeClient register(int controlPort, String clientId, String helloFrame) throws IOException {
+        boolean hello = helloFrame != null;
         FakeClient c = new FakeClient(controlPort, clientId);
         try {
             c.send(Frames.register(clientId));
-            if (hello) c.send(Frames.hello());
+            if (hello) c.send(helloFrame);
             c.registerResult = c.next(Duration.ofSeconds(10));
             if (!c.registerResult.has("RegisterResult")) throw new AssertionError("expected RegisterResult first, got " + c.registerResult);
             if (hello) {
@@ -160,6 +173,35 @@ public final class FakeClient implements AutoCloseable {
         return d;
     }
 
+    /**
+     * Opens a reusable data connection: NewProxyConn with {@code "handover":true,"reuse":true}. Per visitor
+     * it gets StartProxy and the visitor's bytes as chunks, answers ProxyStarted and chunks, and ends each
+     * direction with the end chunk; then the next StartProxy may come on it.
+     */
+    public DataConn dialReusable(int proxyPort, String proxyConnId) throws IOException {
+        DataConn d = new DataConn(open(proxyPort), proxyConnId);
+        dialled.add(d);
+        d.writeFrame(Frames.newProxyConn(proxyConnId, clientId, true, true));
+        return d;
+    }
+
+    /**
+     * Every RequestNewProxyConn id arriving within {@code window} (answering Pings meanwhile). For tests
+     * that count how many connections arps asked for.
+     */
+    public List<String> proxyRequestsWithin(Duration window) throws IOException {
+        List<String> ids = new ArrayList<>();
+        long deadline = System.nanoTime() + window.toNanos();
+        long left;
+        while ((left = (deadline - System.nanoTime()) / 1_000_000) > 0) {
+            JsonNode f = poll(Duration.ofMillis(left));
+            if (f == null || f == EOF) break;
+            if (f.has("RequestNewProxyConn")) ids.add(f.get("RequestNewProxyConn").get("proxy_conn_id").asText());
+            else if (f.has("Ping")) send(Frames.pong());
+        }
+        return ids;
+    }
+
     /** What to do with each data connection dialled by {@link #answerRequests}. */
     public interface Handler {
         void handle(DataConn conn) throws Exception;
@@ -214,7 +256,10 @@ public final class FakeClient implements AutoCloseable {
         for (DataConn d : dialled) d.close();
     }
 
-    /** A data connection: frames first, raw bytes after StartProxy/ProxyStarted (or right away, legacy). */
+    /**
+     * A data connection: frames first, raw bytes after StartProxy/ProxyStarted (or right away, legacy);
+     * on a reusable one, chunks after StartProxy/ProxyStarted, and StartProxy again for the next visitor.
+     */
     public static final class DataConn implements AutoCloseable {
         public final String proxyConnId;
         public final Socket socket;
@@ -254,6 +299,89 @@ public final class FakeClient implements AutoCloseable {
         public void writeRaw(String ascii) throws IOException {
             out.write(Bytes.ascii(ascii));
             out.flush();
+        }
+
+        /** Any bytes in one write (frames, chunks, or parts of them). */
+        public void writeBytes(byte[] b) throws IOException {
+            out.write(b);
+            out.flush();
+        }
+
+        // ---- reusable connections: chunks ----
+
+        /** One chunk with {@code ascii} as its data. */
+        public void writeChunk(String ascii) throws IOException { writeBytes(Chunks.chunk(ascii)); }
+
+        /** The end chunk: this direction of the current visitor's stream is over. */
+        public void writeEnd() throws IOException { writeBytes(Chunks.end()); }
+
+        /** The next chunk's data; empty for the end chunk. A length outside 0..65532 fails. */
+        public byte[] readChunk(Duration timeout) throws IOException {
+            socket.setSoTimeout((int) timeout.toMillis());
+            return Chunks.read(in);
+        }
+
+        /** The data of all chunks up to and including the end chunk. */
+        public byte[] readUntilEnd(Duration timeout) throws IOException { return readUntilEnd(timeout, 1 << 20, null); }
+
+        public byte[] readUntilEnd(Duration timeout, int limit, Chunks.Stats stats) throws IOException {
+            socket.setSoTimeout((int) timeout.toMillis());
+            return Chunks.readUntilEnd(in, limit, stats);
+        }
+
+        /**
+         * Chunks until {@code ascii} has arrived, exactly and with nothing more (chunk boundaries may fall
+         * anywhere in it); fails if the end chunk or other bytes come instead.
+         */
+        public void expectChunkedData(String ascii, Duration timeout) throws IOException {
+            byte[] want = Bytes.ascii(ascii);
+            java.io.ByteArrayOutputStream got = new java.io.ByteArrayOutputStream();
+            while (got.size() < want.length) {
+                byte[] c = readChunk(timeout);
+                if (c.length == 0) {
+                    throw new AssertionError("end chunk after " + got.size() + " of " + want.length + " expected bytes: got "
+                            + Bytes.ascii(got.toByteArray()) + ", expected " + ascii);
+                }
+                got.writeBytes(c);
+            }
+            if (!java.util.Arrays.equals(want, got.toByteArray())) {
+                throw new AssertionError("chunked data differs: expected [" + ascii + "] got [" + Bytes.ascii(got.toByteArray()) + "]");
+            }
+        }
+
+        /** Expects StartProxy; returns its {@code visitor} field. */
+        public String expectStartProxy(Duration timeout) throws IOException {
+            JsonNode start = readFrame(timeout);
+            if (!start.has("StartProxy")) throw new AssertionError("expected StartProxy, got " + start);
+            return start.path("StartProxy").path("visitor").asText(null);
+        }
+
+        /**
+         * One visitor on a reusable connection, the usual way round: StartProxy, the request head in chunks,
+         * then ProxyStarted, {@code response} as one chunk and the end chunk; then chunks until the visitor's
+         * end chunk. Returns the request head.
+         */
+        public String serveReusable(String response, Duration timeout) throws IOException {
+            expectStartProxy(timeout);
+            String head = readChunkedHead(timeout);
+            writeBytes(Chunks.concat(Frames.encode(Frames.proxyStarted()), Chunks.chunk(response), Chunks.end()));
+            byte[] rest = readUntilEnd(timeout);
+            if (rest.length > 0) throw new AssertionError("unexpected bytes after the request head: " + Bytes.ascii(rest));
+            return head;
+        }
+
+        /** Chunk data up to the blank line of an HTTP head; fails if a chunk carries bytes past it. */
+        public String readChunkedHead(Duration timeout) throws IOException {
+            java.io.ByteArrayOutputStream got = new java.io.ByteArrayOutputStream();
+            while (true) {
+                byte[] c = readChunk(timeout);
+                if (c.length == 0) throw new AssertionError("end chunk inside a request head: " + Bytes.ascii(got.toByteArray()));
+                got.writeBytes(c);
+                byte[] b = got.toByteArray();
+                int end = Bytes.headEnd(b, b.length);
+                if (end == b.length) return Bytes.ascii(b);
+                if (end > 0) throw new AssertionError("bytes after the head in the same chunk: " + Bytes.ascii(b));
+            }
         }
 
         /** Handover server side: expects StartProxy, answers ProxyStarted, reads the head, writes {@code response}. */
@@ -308,11 +436,19 @@ public final class FakeClient implements AutoCloseable {
 
         public static String register(String clientId) { return msg("Register", "client_id", clientId); }
 
-        public static String hello() { return msg("Hello", "version", 1, "features", List.of("heartbeat", "handover")); }
+        public static String hello() { return hello(List.of("heartbeat", "handover")); }
+
+        public static String hello(List<String> features) { return msg("Hello", "version", 1, "features", features); }
 
         public static String newProxyConn(String proxyConnId, String clientId, boolean handover) {
             return handover ? msg("NewProxyConn", "proxy_conn_id", proxyConnId, "client_id", clientId, "handover", true)
                     : msg("NewProxyConn", "proxy_conn_id", proxyConnId, "client_id", clientId);
+        }
+
+        /** As arpc writes it: {@code reuse} only with {@code handover}, each field only when true. */
+        public static String newProxyConn(String proxyConnId, String clientId, boolean handover, boolean reuse) {
+            if (!reuse) return newProxyConn(proxyConnId, clientId, handover);
+            return msg("NewProxyConn", "proxy_conn_id", proxyConnId, "client_id", clientId, "handover", handover, "reuse", true);
         }
 
         public static String proxyStarted() { return msg("ProxyStarted"); }

@@ -188,6 +188,16 @@ public final class FakeRelay implements AutoCloseable {
         return "{\"Hello\":{\"version\":1,\"features\":[\"heartbeat\",\"handover\"],\"public_port\":" + publicPort + "}}";
     }
 
+    /** A Hello announcing exactly these features (e.g. heartbeat, handover, reuse). */
+    public static String hello(int publicPort, String... features) {
+        StringBuilder f = new StringBuilder();
+        for (String x : features) f.append(f.isEmpty() ? "" : ",").append('"').append(x).append('"');
+        return "{\"Hello\":{\"version\":1,\"features\":[" + f + "],\"public_port\":" + publicPort + "}}";
+    }
+
+    /** A frame (length prefix and JSON) as bytes, to combine with chunks in one write. */
+    public static byte[] encode(String json) { return frame(json); }
+
     /** What arpc must send first: the original's Register, byte for byte. */
     public static String register(String clientId) { return "{\"Register\":{\"client_id\":\"" + clientId + "\"}}"; }
 
@@ -339,6 +349,24 @@ public final class FakeRelay implements AutoCloseable {
         public void writeRaw(String ascii) throws IOException {
             out.write(Bytes.ascii(ascii));
             out.flush();
+        }
+
+        /** Any bytes in one write (frames, chunks, or parts of them). */
+        public void writeBytes(byte[] b) throws IOException {
+            out.write(b);
+            out.flush();
+        }
+
+        /** On a reusable connection: the next chunk's data, empty for the end chunk. */
+        public byte[] readChunk(Duration timeout) throws IOException {
+            socket.setSoTimeout((int) timeout.toMillis());
+            return Chunks.read(in);
+        }
+
+        /** On a reusable connection: all chunk data up to and including the end chunk. */
+        public byte[] readUntilEnd(Duration timeout) throws IOException {
+            socket.setSoTimeout((int) timeout.toMillis());
+            return Chunks.readUntilEnd(in, 1 << 20, null);
         }
 
         /** One HTTP response from arpc's side. */
