@@ -1,5 +1,6 @@
 ///usr/bin/env jbang "$0" "$@" ; exit $?
 //JAVA 21+
+//JAVA_OPTIONS -XX:+UseG1GC -Xms32m -Xmx512m -XX:MaxNewSize=32m -XX:MaxDirectMemorySize=1g
 //DEPS info.picocli:picocli:4.7.7
 //SOURCES Protocol.java
 package arp;
@@ -411,6 +412,8 @@ public final class Arpc implements Callable<Integer> {
     static final class DataConnection implements IoHandler {
         private static final int CONNECT_TIMEOUT_MILLIS = 10_000;
         private static final int LOCAL_CONNECT_TIMEOUT_MILLIS = 5_000;
+        /** The same bytes for every visitor, encoded once. */
+        private static final byte[] PROXY_STARTED = Frames.encode(new ProxyStarted());
 
         private enum State { CONNECTING, POOLED, CONNECTING_LOCAL, SPLICED, DONE }
 
@@ -493,7 +496,7 @@ public final class Arpc implements Callable<Integer> {
             state = State.CONNECTING_LOCAL;
             local = SocketChannel.open();
             local.configureBlocking(false);
-            Sockets.tune(local);
+            Sockets.tuneLocal(local);
             IoHandler onConnect = new IoHandler() {
                 @Override
                 public void onReady(SelectionKey key) throws IOException {
@@ -520,7 +523,7 @@ public final class Arpc implements Callable<Integer> {
             state = State.SPLICED;
             Log.debug("data connection " + connId + ": visitor spliced to the local service");
             Splice splice = Splice.between(loop, local, relay);
-            if (handover) splice.toSecond(ByteBuffer.wrap(Frames.encode(new ProxyStarted())));
+            if (handover) splice.toSecond(ByteBuffer.wrap(PROXY_STARTED));
             if (mode == DataMode.REUSE) {
                 splice.secondFramed(toLocal, this::reused); // what followed StartProxy is chunks
             } else {

@@ -1,5 +1,6 @@
 ///usr/bin/env jbang "$0" "$@" ; exit $?
 //JAVA 21+
+//JAVA_OPTIONS -XX:+UseG1GC -Xms32m -Xmx512m -XX:MaxNewSize=32m -XX:MaxDirectMemorySize=1g
 //DEPS info.picocli:picocli:4.7.7
 //SOURCES Protocol.java
 package arp;
@@ -199,8 +200,8 @@ public final class Arps implements Callable<Integer> {
         EventLoopGroup loops;
         TcpPorts tcpPorts;
         private ServerSocket controlServer;
-        private ServerSocketChannel proxyServer;
-        private ServerSocketChannel publicServer;
+        private List<ServerSocketChannel> proxyServers;
+        private List<ServerSocketChannel> publicServers;
         private ScheduledExecutorService maintenance;
         private volatile boolean closing;
 
@@ -211,9 +212,9 @@ public final class Arps implements Callable<Integer> {
             controlServer = new ServerSocket();
             controlServer.setReuseAddress(true);
             bind("control", () -> controlServer.bind(new InetSocketAddress(address, options.controlPort), 128), options.controlPort);
-            proxyServer = openChannel("proxy", address, options.proxyPort);
-            publicServer = openChannel("public", address, options.publicPort);
             loops = new EventLoopGroup("arps-io", options.ioThreads == null ? EventLoopGroup.defaultSize() : options.ioThreads);
+            proxyServers = openListeners("proxy", address, options.proxyPort);
+            publicServers = openListeners("public", address, options.publicPort);
             tcpPorts = new TcpPorts(this, options.tcpPorts == null ? null : TcpPorts.parseRange(options.tcpPorts), address);
             maintenance = Executors.newSingleThreadScheduledExecutor(r -> {
                 Thread t = new Thread(r, "arps-pool");
@@ -222,8 +223,8 @@ public final class Arps implements Callable<Integer> {
             });
             maintenance.scheduleWithFixedDelay(this::topUpPools, 2, 2, TimeUnit.SECONDS);
             Thread.ofPlatform().daemon().name("arps-control-accept").start(this::acceptControl);
-            Acceptor.listen(loops, proxyServer, "proxy", (loop, ch) -> new DataConnHandshake(this, loop, ch));
-            Acceptor.listen(loops, publicServer, "public", (loop, ch) -> new Visitor(this, loop, ch));
+            Acceptor.listen(loops, proxyServers, "proxy", (loop, ch) -> new DataConnHandshake(this, loop, ch));
+            Acceptor.listen(loops, publicServers, "public", (loop, ch) -> new Visitor(this, loop, ch));
         }
 
         private interface Binder { void bind() throws IOException; }
@@ -236,16 +237,51 @@ public final class Arps implements Callable<Integer> {
             }
         }
 
-        private ServerSocketChannel openChannel(String name, InetAddress address, int port) throws IOException, PortInUse {
-            ServerSocketChannel server = ServerSocketChannel.open();
-            Sockets.tuneListener(server);
-            bind(name, () -> server.bind(new InetSocketAddress(address, port), 1024), port);
-            return server;
+        /**
+         * Listening sockets for a port: one per event loop where SO_REUSEPORT allows it (no loop wakes
+         * up for a connection another one takes), else one shared by all loops.
+         */
+        private List<ServerSocketChannel> openListeners(String name, InetAddress address, int port) throws IOException, PortInUse {
+            List<ServerSocketChannel> servers = new ArrayList<>();
+            try {
+                int count = loops.size() > 1 && reusePortSupported() ? loops.size() : 1;
+                if (count > 1 && port != 0) {
+                    // Sockets with SO_REUSEPORT share a port with each other, also across processes of
+                    // the same user: make sure no other program (say, a forgotten arps) holds it first.
+                    ServerSocketChannel probe = ServerSocketChannel.open();
+                    try (probe) {
+                        probe.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+                        bind(name, () -> probe.bind(new InetSocketAddress(address, port)), port);
+                    }
+                }
+                int actual = port;
+                for (int i = 0; i < count; i++) {
+                    ServerSocketChannel server = ServerSocketChannel.open();
+                    servers.add(server);
+                    Sockets.tuneListener(server);
+                    if (count > 1) server.setOption(StandardSocketOptions.SO_REUSEPORT, true);
+                    int bindPort = actual;
+                    bind(name, () -> server.bind(new InetSocketAddress(address, bindPort), 1024), port);
+                    actual = server.socket().getLocalPort();
+                }
+                return servers;
+            } catch (IOException | PortInUse | RuntimeException e) {
+                servers.forEach(Sockets::closeQuietly);
+                throw e;
+            }
+        }
+
+        private static boolean reusePortSupported() {
+            try (ServerSocketChannel ch = ServerSocketChannel.open()) {
+                return ch.supportedOptions().contains(StandardSocketOptions.SO_REUSEPORT);
+            } catch (IOException e) {
+                return false;
+            }
         }
 
         int controlPort() { return controlServer.getLocalPort(); }
-        int proxyPort() { return proxyServer.socket().getLocalPort(); }
-        int publicPort() { return publicServer.socket().getLocalPort(); }
+        int proxyPort() { return proxyServers.get(0).socket().getLocalPort(); }
+        int publicPort() { return publicServers.get(0).socket().getLocalPort(); }
 
         void awaitClosed() throws InterruptedException { closed.await(); }
 
@@ -253,8 +289,8 @@ public final class Arps implements Callable<Integer> {
             if (closing) return;
             closing = true;
             Sockets.closeQuietly(controlServer);
-            Sockets.closeQuietly(proxyServer);
-            Sockets.closeQuietly(publicServer);
+            if (proxyServers != null) proxyServers.forEach(Sockets::closeQuietly);
+            if (publicServers != null) publicServers.forEach(Sockets::closeQuietly);
             for (ClientSession s : clients.values()) s.close("relay shutting down");
             if (tcpPorts != null) tcpPorts.closeAll();
             if (maintenance != null) maintenance.shutdownNow();
@@ -1191,7 +1227,7 @@ public final class Arps implements Callable<Integer> {
             try {
                 Sockets.tuneListener(server);
                 server.bind(new InetSocketAddress(address, port), 1024);
-                Acceptor.listen(relay.loops, server, "TCP " + port, (loop, ch) -> {
+                Acceptor.listen(relay.loops, List.of(server), "TCP " + port, (loop, ch) -> {
                     ClientSession s = this.session;
                     if (s == null || s.isClosed()) { // the client is away (grace period): nobody to serve this
                         Sockets.closeQuietly(ch);

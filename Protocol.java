@@ -398,6 +398,17 @@ public final class Protocol {
             channel.setOption(StandardSocketOptions.SO_SNDBUF, SOCKET_BUFFER);
         }
 
+        /**
+         * For a connection to the local service (a new one per visitor, usually on this host): as
+         * {@link #tune}, less the keep-alive timing, which only matters across networks.
+         */
+        public static void tuneLocal(SocketChannel channel) throws IOException {
+            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+            channel.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
+            channel.setOption(StandardSocketOptions.SO_SNDBUF, SOCKET_BUFFER);
+            channel.setOption(StandardSocketOptions.SO_RCVBUF, SOCKET_BUFFER);
+        }
+
         /** Same for a blocking control socket. */
         public static void tune(java.net.Socket socket) throws IOException {
             socket.setTcpNoDelay(true);
@@ -620,6 +631,8 @@ public final class Protocol {
 
         public List<EventLoop> all() { return List.of(loops); }
 
+        public int size() { return loops.length; }
+
         /** See {@link EventLoop#wakeup()}: after closing a channel that every loop watched. */
         public void wakeupAll() {
             for (EventLoop l : loops) l.wakeup();
@@ -660,11 +673,18 @@ public final class Protocol {
             this.starter = starter;
         }
 
-        /** Starts accepting; closing the server socket stops it. */
-        public static void listen(EventLoopGroup loops, java.nio.channels.ServerSocketChannel server, String name,
+        /**
+         * Starts accepting; closing the server sockets stops it. With one socket per loop (bound with
+         * SO_REUSEPORT) each loop accepts on its own, and the kernel spreads connections over them;
+         * with a single socket, every loop watches it and the first to wake takes the connection.
+         */
+        public static void listen(EventLoopGroup loops, List<java.nio.channels.ServerSocketChannel> servers, String name,
                                   Starter starter) throws IOException {
-            server.configureBlocking(false);
-            for (EventLoop loop : loops.all()) {
+            List<EventLoop> all = loops.all();
+            for (int i = 0; i < all.size(); i++) {
+                EventLoop loop = all.get(i);
+                var server = servers.size() == all.size() ? servers.get(i) : servers.get(0);
+                server.configureBlocking(false);
                 Acceptor acceptor = new Acceptor(server, loop, name, starter);
                 loop.execute(() -> {
                     try {
