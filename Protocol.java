@@ -921,9 +921,11 @@ public final class Protocol {
 
             private void parseChunks() throws IOException {
                 int reads = 0;
+                boolean drained = false; // the last read did not fill its buffer: the socket is most likely empty
                 while (pending == null && !inputEnded && !closed) {
                     if (rbuf == null || !rbuf.hasRemaining()) {
-                        if (reads++ == READS_PER_EVENT) { // fair to the loop's other sockets
+                        if (drained || reads++ == READS_PER_EVENT) { // no pointless read; fair to other sockets
+                            releaseReadBuffer();
                             setInterest(SelectionKey.OP_READ, true);
                             return;
                         }
@@ -939,6 +941,7 @@ public final class Protocol {
                             setInterest(SelectionKey.OP_READ, true);
                             return;
                         }
+                        drained = buf.hasRemaining();
                         rbuf = buf.flip();
                         rbufPooled = true;
                     }
