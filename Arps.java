@@ -370,9 +370,8 @@ public final class Arps implements Callable<Integer> {
                 // requests already know the client. The original arpc sends nothing more.
                 Message early = in.available() > 0 ? Frames.read(in) : null;
                 session = new ClientSession(relay, register.clientId(), socket, out);
-                if (early instanceof Hello hello) {
+                if (early instanceof Hello) {
                     session.modern = true;
-                    session.clientFeatures = hello;
                     early = null;
                 }
                 // queued before the session is visible, so RegisterResult precedes any pool request
@@ -431,7 +430,6 @@ public final class Arps implements Callable<Integer> {
                 case Hello h -> {
                     if (!session.modern) {
                         session.modern = true;
-                        session.clientFeatures = h;
                         session.send(ourHello());
                         socket.setSoTimeout(relay.options.clientTimeout * 1000);
                     }
@@ -455,7 +453,6 @@ public final class Arps implements Callable<Integer> {
         private final BlockingQueue<Message> outbox = new ArrayBlockingQueue<>(4096);
         private Thread writer;
         volatile boolean modern;
-        volatile Hello clientFeatures;
 
         private final ArrayDeque<PooledConn> idle = new ArrayDeque<>();
         private final Map<String, Long> requested = new LinkedHashMap<>();
