@@ -591,7 +591,7 @@ public final class Arps implements Callable<Integer> {
             return place(conn);
         }
 
-        /** A reusable data connection finished serving a visitor: serve the next one, or close it. */
+        /** A data connection is free again (a stream ended cleanly, or it was never used): place or close it. */
         void reuse(PooledConn conn, ByteBuffer leftover) {
             if (leftover.hasRemaining()) {
                 Log.warn("client " + Log.mask(id) + " sent bytes on an idle data connection; closed it");
@@ -896,9 +896,8 @@ public final class Arps implements Callable<Integer> {
                 loop.execute(() -> attach(conn));
                 return;
             }
-            if (done) { // timed out or failed meanwhile: the connection was never used, so close it
-                conn.close();
-                session.topUp();
+            if (done) { // timed out or failed meanwhile: the connection is unused, so it serves the next one
+                session.reuse(conn, ByteBuffer.allocate(0));
                 return;
             }
             try {
