@@ -412,6 +412,14 @@ public final class Arpc implements Callable<Integer> {
     static final class DataConnection implements IoHandler {
         private static final int CONNECT_TIMEOUT_MILLIS = 10_000;
         private static final int LOCAL_CONNECT_TIMEOUT_MILLIS = 5_000;
+        /** What the original arps's visitor gets when the local service is down (it only speaks HTTP). */
+        private static final byte[] BAD_GATEWAY = httpError("502 Bad Gateway", "arp: local service is unreachable\r\n");
+
+        private static byte[] httpError(String status, String body) {
+            return ("HTTP/1.1 " + status + "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " + body.length()
+                    + "\r\nConnection: close\r\n\r\n" + body).getBytes(StandardCharsets.ISO_8859_1);
+        }
+
         /** The same bytes for every visitor, encoded once. */
         private static final byte[] PROXY_STARTED = Frames.encode(new ProxyStarted());
 
@@ -557,8 +565,7 @@ public final class Arpc implements Callable<Integer> {
             // Tell the visitor, in the way the relay understands: a frame for ours, HTTP for the original.
             byte[] answer = handover
                     ? Frames.encode(new ProxyFailed("local service unreachable"))
-                    : ("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 35\r\n"
-                       + "Connection: close\r\n\r\narp: local service is unreachable\r\n").getBytes(StandardCharsets.ISO_8859_1);
+                    : BAD_GATEWAY;
             try {
                 relay.write(ByteBuffer.wrap(answer));
                 relay.shutdownOutput();

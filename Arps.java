@@ -690,7 +690,7 @@ public final class Arps implements Callable<Integer> {
             if (!(m instanceof NewProxyConn npc)) {
                 throw new ProtocolException("expected NewProxyConn, got " + m.getClass().getSimpleName());
             }
-            if (reader.leftover().hasRemaining()) throw new ProtocolException("bytes after NewProxyConn before a visitor");
+            if (reader.hasLeftover()) throw new ProtocolException("bytes after NewProxyConn before a visitor");
             ClientSession session = relay.clients.get(npc.clientId());
             PooledConn conn = new PooledConn(loop, ch, key, npc.proxyConnId(), npc.wantsHandover(), npc.wantsReuse());
             if (session != null && session.offer(conn)) {

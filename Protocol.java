@@ -307,6 +307,8 @@ public final class Protocol {
             buffer = bigger;
         }
 
+        public boolean hasLeftover() { return buffer.position() > 0; }
+
         /** Bytes received after the last frame, ready to read (may be empty). */
         public ByteBuffer leftover() {
             ByteBuffer copy = buffer.duplicate().flip();
@@ -368,15 +370,16 @@ public final class Protocol {
     public static final class Sockets {
         private Sockets() {}
 
+        /** Keep-alive probes that find a dead peer in about 90 s rather than the kernel's two hours. */
+        private static final Map<SocketOption<Integer>, Integer> KEEP_ALIVE_TIMING = Map.of(
+                jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, 60,
+                jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL, 10,
+                jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT, 3);
+
         /** TCP_NODELAY, keep-alive with short probes, and 256 KiB buffers: every tunnel socket gets these. */
         public static void tune(NetworkChannel channel) throws IOException {
-            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
-            channel.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
-            channel.setOption(StandardSocketOptions.SO_SNDBUF, SOCKET_BUFFER);
-            channel.setOption(StandardSocketOptions.SO_RCVBUF, SOCKET_BUFFER);
-            setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, 60);
-            setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL, 10);
-            setIfSupported(channel, jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT, 3);
+            tuneLocal(channel);
+            keepAliveTiming(channel);
         }
 
         /**
@@ -386,13 +389,11 @@ public final class Protocol {
         public static void tuneListener(java.nio.channels.ServerSocketChannel server) throws IOException {
             server.setOption(StandardSocketOptions.SO_REUSEADDR, true);
             server.setOption(StandardSocketOptions.SO_RCVBUF, SOCKET_BUFFER); // before bind: sets the window scale
-            setIfSupported(server, jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, 60);
-            setIfSupported(server, jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL, 10);
-            setIfSupported(server, jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT, 3);
+            keepAliveTiming(server);
         }
 
         /** For a socket accepted from a {@link #tuneListener tuned} listener. */
-        public static void tuneAccepted(SocketChannel channel) throws IOException {
+        public static void tuneAccepted(NetworkChannel channel) throws IOException {
             channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
             channel.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
             channel.setOption(StandardSocketOptions.SO_SNDBUF, SOCKET_BUFFER);
@@ -402,28 +403,26 @@ public final class Protocol {
          * For a connection to the local service (a new one per visitor, usually on this host): as
          * {@link #tune}, less the keep-alive timing, which only matters across networks.
          */
-        public static void tuneLocal(SocketChannel channel) throws IOException {
-            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
-            channel.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
-            channel.setOption(StandardSocketOptions.SO_SNDBUF, SOCKET_BUFFER);
+        public static void tuneLocal(NetworkChannel channel) throws IOException {
+            tuneAccepted(channel);
             channel.setOption(StandardSocketOptions.SO_RCVBUF, SOCKET_BUFFER);
         }
 
-        /** Same for a blocking control socket. */
+        /** Same as {@link #tune(NetworkChannel)} for a blocking control socket. */
         public static void tune(java.net.Socket socket) throws IOException {
             socket.setTcpNoDelay(true);
             socket.setKeepAlive(true);
             socket.setSendBufferSize(SOCKET_BUFFER);
             socket.setReceiveBufferSize(SOCKET_BUFFER);
-            for (var e : List.of(Map.entry(jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE, 60),
-                    Map.entry(jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL, 10),
-                    Map.entry(jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT, 3))) {
+            for (var e : KEEP_ALIVE_TIMING.entrySet()) {
                 if (socket.supportedOptions().contains(e.getKey())) socket.setOption(e.getKey(), e.getValue());
             }
         }
 
-        private static <T> void setIfSupported(NetworkChannel ch, SocketOption<T> option, T value) throws IOException {
-            if (ch.supportedOptions().contains(option)) ch.setOption(option, value);
+        private static void keepAliveTiming(NetworkChannel ch) throws IOException {
+            for (var e : KEEP_ALIVE_TIMING.entrySet()) {
+                if (ch.supportedOptions().contains(e.getKey())) ch.setOption(e.getKey(), e.getValue());
+            }
         }
 
         public static void closeQuietly(AutoCloseable c) {
