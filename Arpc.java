@@ -29,6 +29,12 @@ import arp.Protocol.StartProxy;
 import arp.Protocol.TcpPort;
 import arp.Protocol.TcpPortResult;
 import arp.Protocol.Timer;
+import arp.Protocol.Tls;
+import arp.Protocol.Proofs;
+import arp.Protocol.Challenge;
+import arp.Protocol.Auth;
+import arp.Protocol.AddTokens;
+import arp.Protocol.AddTokensResult;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -52,7 +58,10 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ThreadLocalRandom;
 
@@ -85,6 +94,24 @@ public final class Arpc implements Callable<Integer> {
 
     @Option(names = "--remote-port", paramLabel = "PORT", description = "Also ask the relay for a dedicated public port for raw TCP (0 = any free one in its --tcp-ports range); visitors there need no token.")
     Integer remotePort;
+
+    @Option(names = "--token", paramLabel = "TOKEN", description = "An extra token that also reaches this client (repeat for several, up to 16): one per person sharing the tunnel.")
+    List<String> tokens = new ArrayList<>();
+
+    @Option(names = "--secret", paramLabel = "SECRET", description = "The relay's secret (default: $ARP_SECRET). Prefer --secret-file or the variable: arguments show in ps.")
+    String secret;
+
+    @Option(names = "--secret-file", paramLabel = "FILE", description = "File whose first line is the relay's secret.")
+    Path secretFile;
+
+    @Option(names = "--tls", description = "Connect to the relay with TLS, trusting the JVM's CA certificates and checking the host name.")
+    boolean tls;
+
+    @Option(names = "--tls-ca", paramLabel = "PEM", description = "Trust the relay by these CA certificates instead (implies --tls).")
+    Path tlsCa;
+
+    @Option(names = "--tls-pin", paramLabel = "sha256:HEX", description = "Trust exactly the relay certificate with this fingerprint, as arps prints it (implies --tls).")
+    String tlsPin;
 
     @Option(names = "--heartbeat", defaultValue = "20", paramLabel = "SECONDS", description = "Interval of heartbeats to the relay; 3 missed answers mean the relay is gone (default: ${DEFAULT-VALUE}).")
     int heartbeat;
@@ -121,6 +148,10 @@ public final class Arpc implements Callable<Integer> {
             System.err.println("arpc: " + problem);
             return 2;
         }
+        String id = clientId != null ? clientId : MachineId.generate();
+        Path dir = configDir != null ? configDir
+                : System.getenv("ARP_CONFIG_DIR") != null ? Path.of(System.getenv("ARP_CONFIG_DIR"))
+                : Path.of(System.getProperty("user.home"), ".arp-client");
         InetSocketAddress local;
         try {
             local = new InetSocketAddress(InetAddress.getByName(localAddr), localPort);
@@ -128,16 +159,21 @@ public final class Arpc implements Callable<Integer> {
             System.err.println("arpc: --local-addr " + localAddr + " cannot be resolved");
             return 2;
         }
-        String id = clientId != null ? clientId : MachineId.generate();
-        Path dir = configDir != null ? configDir
-                : System.getenv("ARP_CONFIG_DIR") != null ? Path.of(System.getenv("ARP_CONFIG_DIR"))
-                : Path.of(System.getProperty("user.home"), ".arp-client");
+        byte[] installKey;
+        byte[] secretBytes;
+        javax.net.ssl.SSLContext tlsContext = null;
         try {
-            ClientConfig.saveClientId(dir, id);
-        } catch (IOException e) {
-            Log.warn("cannot write " + dir.resolve("config") + ": " + e.getMessage());
+            installKey = ClientConfig.installKey(dir, id);
+            String s = Protocol.resolveSecret(secret, secretFile, "ARP_SECRET");
+            secretBytes = s == null ? null : s.getBytes(StandardCharsets.UTF_8);
+            if (tls || tlsCa != null || tlsPin != null) {
+                tlsContext = Tls.clientContext(tlsCa, tlsPin == null ? null : Tls.normalizePin(tlsPin));
+            }
+        } catch (IOException | java.security.GeneralSecurityException e) {
+            System.err.println("arpc: " + e.getMessage());
+            return 2;
         }
-        Tunnel tunnel = new Tunnel(this, id, local);
+        Tunnel tunnel = new Tunnel(this, id, local, secretBytes, Proofs.ownerTag(installKey, id), tlsContext);
         Runtime.getRuntime().addShutdownHook(new Thread(tunnel::stop, "arpc-shutdown"));
         return tunnel.run();
     }
@@ -154,6 +190,16 @@ public final class Arpc implements Callable<Integer> {
         if (ioThreads != null && (ioThreads < 1 || ioThreads > 256)) return "--io-threads must be 1..256, not " + ioThreads;
         if (heartbeat < 1 || heartbeat > 3600) return "--heartbeat must be 1..3600 seconds";
         if (remotePort != null && (remotePort < 0 || remotePort > 65535)) return "--remote-port must be 0..65535, not " + remotePort;
+        if (tokens.size() > Protocol.MAX_TOKENS) return "at most " + Protocol.MAX_TOKENS + " --token options";
+        for (String t : tokens) {
+            if (!Protocol.validClientId(t)) return "--token must be 1-128 characters from A-Z a-z 0-9 . _ ~ -, not '" + t + "'";
+        }
+        if (secret != null && secretFile != null) return "--secret and --secret-file exclude each other";
+        if (secret != null && secret.isBlank()) return "--secret is empty (an unset variable?): give the relay's secret";
+        if (tlsPin != null && Tls.normalizePin(tlsPin) == null) {
+            return "--tls-pin must be sha256: followed by 64 hex digits (as arps prints it), not '" + tlsPin + "'";
+        }
+        if (tlsPin != null && tlsCa != null) return "--tls-pin and --tls-ca exclude each other";
         return null;
     }
 
@@ -163,21 +209,55 @@ public final class Arpc implements Callable<Integer> {
     static final class ClientConfig {
         private ClientConfig() {}
 
-        static void saveClientId(Path dir, String id) throws IOException {
+        /**
+         * Records the client id and returns this install's key, made on first use. The key never leaves
+         * the machine; the relay sees only a tag derived from it, which lets a restarted arpc take over
+         * its own registration while another install with the same id is refused.
+         */
+        static byte[] installKey(Path dir, String id) throws IOException {
+            Map<String, String> values = read(dir);
+            String key = values.get("install-key");
+            if (key == null || !key.matches("[0-9a-f]{64}")) key = HexFormat.of().formatHex(Proofs.randomBytes(32));
+            values.put("client-id", id);
+            values.put("install-key", key);
+            try {
+                write(dir, values);
+            } catch (IOException e) {
+                Log.warn("cannot write " + dir.resolve("config") + " (" + e + "); a restarted arpc will not be recognised as this one");
+            }
+            return HexFormat.of().parseHex(key);
+        }
+
+        static Map<String, String> read(Path dir) throws IOException {
+            Map<String, String> values = new LinkedHashMap<>();
+            Path file = dir.resolve("config");
+            if (!Files.exists(file)) return values;
+            for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
+                int eq = line.indexOf('=');
+                if (eq > 0) values.put(line.substring(0, eq).strip(), line.substring(eq + 1).strip());
+            }
+            return values;
+        }
+
+        /** Replaces the file atomically, readable by its owner only (it holds keys). */
+        static void write(Path dir, Map<String, String> values) throws IOException {
             Files.createDirectories(dir);
             trySetPermissions(dir, "rwx------");
-            Path file = dir.resolve("config");
             List<String> lines = new ArrayList<>();
-            if (Files.exists(file)) {
-                for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
-                    if (!line.startsWith("client-id=")) lines.add(line);
-                }
+            values.forEach((k, v) -> lines.add(k + "=" + v));
+            // a file of our own to write, so that two arpc starting at once do not trip over each other
+            Path tmp;
+            try {
+                tmp = Files.createTempFile(dir, "config", ".tmp", PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------")));
+            } catch (UnsupportedOperationException e) {
+                tmp = Files.createTempFile(dir, "config", ".tmp"); // not POSIX: the platform's defaults apply
             }
-            lines.addFirst("client-id=" + id);
-            Path tmp = dir.resolve("config.tmp");
-            Files.write(tmp, lines, StandardCharsets.UTF_8);
-            trySetPermissions(tmp, "rw-------");
-            Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            try {
+                Files.write(tmp, lines, StandardCharsets.UTF_8);
+                Files.move(tmp, dir.resolve("config"), java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            } finally {
+                Files.deleteIfExists(tmp);
+            }
         }
 
         private static void trySetPermissions(Path p, String perms) {
@@ -199,16 +279,36 @@ public final class Arpc implements Callable<Integer> {
         private final String id;
         private final InetSocketAddress local;
         private final EventLoopGroup loops;
+        private final byte[] secret;
+        private final String ownerTag;
+        private final javax.net.ssl.SSLContext tls;
+        /** With TLS, data connections go through this loopback bridge; the event loops stay plain. */
+        private final Tls.Dialer dialer;
+        /** Keys the proofs of data connections requested on the current control connection (null: open relay). */
+        private volatile byte[] sessionKey;
         private volatile boolean stopping;
         private volatile Socket current;
         private volatile Thread runner;
         private boolean registered; // the current attempt got as far as a successful RegisterResult
 
-        Tunnel(Arpc options, String id, InetSocketAddress local) throws IOException {
+        Tunnel(Arpc options, String id, InetSocketAddress local, byte[] secret, String ownerTag,
+               javax.net.ssl.SSLContext tls) throws IOException {
             this.options = options;
             this.id = id;
             this.local = local;
+            this.secret = secret;
+            this.ownerTag = ownerTag;
+            this.tls = tls;
+            this.dialer = tls == null ? null : new Tls.Dialer(tls, options.serverAddr, options.proxyPort, checkHost());
             this.loops = new EventLoopGroup("arpc-io", options.ioThreads == null ? EventLoopGroup.defaultSize() : options.ioThreads);
+        }
+
+        /** A pinned certificate is trusted as it is; one vouched for by a CA must also name the host. */
+        private boolean checkHost() { return options.tlsPin == null; }
+
+        /** Where data connections connect: the relay's proxy port, or the TLS bridge to it. */
+        InetSocketAddress proxyTarget() {
+            return dialer != null ? dialer.address() : new InetSocketAddress(options.serverAddr, options.proxyPort);
         }
 
         int run() {
@@ -222,21 +322,21 @@ public final class Arpc implements Callable<Integer> {
                     if (stopping) break;
                     reason = "connection to the relay lost";
                 } catch (Refused e) {
-                    Log.error("registration refused by the relay: " + e.getMessage());
+                    Log.error("cannot register: " + e.getMessage());
                     return 3;
                 } catch (SocketTimeoutException e) {
                     reason = "the relay stopped answering";
                 } catch (ConnectException e) {
-                    reason = "cannot connect to " + options.serverAddr + ":" + options.controlPort + " (" + e.getMessage() + ")";
+                    reason = e.getMessage();
                 } catch (ProtocolException e) {
-                    reason = "protocol error: " + e.getMessage();
+                    reason = "protocol error: " + e.getMessage() + tlsHint();
                 } catch (IOException e) {
-                    reason = e instanceof EOFException ? "the relay closed the connection" : "connection error: " + e.getMessage();
+                    reason = e instanceof EOFException ? "the relay closed the connection" + tlsHint() : e.getMessage();
                 }
                 if (stopping) break;
                 if (registered) {
                     failures = 0; // it worked until now: reconnect quickly, and this was no failed attempt
-                } else if (options.maxRetries >= 0 && ++failures > options.maxRetries) {
+                } else if (++failures > options.maxRetries && options.maxRetries >= 0) {
                     Log.error(reason + "; giving up after " + failures + " failed attempt" + (failures == 1 ? "" : "s"));
                     return 1;
                 }
@@ -256,24 +356,74 @@ public final class Arpc implements Callable<Integer> {
             Refused(String message) { super(message); }
         }
 
+        /** A relay that speaks TLS closes on a plain client before registering: say what may be wrong. */
+        private String tlsHint() {
+            return registered || tls != null ? "" : " (if the relay uses TLS, add --tls-pin or --tls-ca)";
+        }
+
+        /** The control connection, plain or TLS. A certificate that is not trusted is a refusal, not a hiccup. */
+        private Socket openControl() throws IOException {
+            if (tls == null) {
+                Socket socket = new Socket();
+                current = socket;
+                try {
+                    socket.connect(new InetSocketAddress(options.serverAddr, options.controlPort), 10_000);
+                } catch (ConnectException e) {
+                    throw new ConnectException("cannot connect to " + options.serverAddr + ":" + options.controlPort + " (" + e.getMessage() + ")");
+                } catch (SocketTimeoutException e) {
+                    throw new IOException("cannot connect to " + options.serverAddr + ":" + options.controlPort + " (timed out)");
+                }
+                Sockets.tune(socket);
+                return socket;
+            }
+            try {
+                Socket socket = Tls.connect(tls, options.serverAddr, options.controlPort, checkHost(), 10_000);
+                current = socket;
+                return socket;
+            } catch (javax.net.ssl.SSLHandshakeException e) {
+                Tls.Untrusted pinMismatch = Tls.untrusted(e);
+                if (pinMismatch != null) throw new Refused(pinMismatch.getMessage() + " (--tls-pin)");
+                for (Throwable t = e; t != null; t = t.getCause()) {
+                    if (t instanceof java.security.cert.CertificateException) {
+                        throw new Refused("the relay's certificate is not trusted: " + t.getMessage() + " (see --tls-ca, --tls-pin)");
+                    }
+                }
+                throw new IOException("TLS handshake with " + options.serverAddr + ":" + options.controlPort + " failed: "
+                        + e.getMessage() + " (does the relay use TLS?)");
+            } catch (ConnectException e) {
+                throw new ConnectException("cannot connect to " + options.serverAddr + ":" + options.controlPort + " (" + e.getMessage() + ")");
+            }
+        }
+
         /** One registration, served until the connection ends; sets {@link #registered} once registered. */
         private void session() throws IOException {
             Thread heartbeats = null;
-            try (Socket socket = new Socket()) {
-                current = socket;
-                if (stopping) return;
-                socket.connect(new InetSocketAddress(options.serverAddr, options.controlPort), 10_000);
-                Sockets.tune(socket);
+            if (stopping) return;
+            try (Socket socket = openControl()) {
                 socket.setSoTimeout(10_000);
                 DataInputStream in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 8192));
                 OutputStream out = socket.getOutputStream();
+                String nonce = Proofs.nonce();
                 Frames.write(out, new Register(id),
-                        new Hello(Protocol.PROTOCOL_VERSION, Protocol.OUR_FEATURES, null));
+                        new Hello(Protocol.PROTOCOL_VERSION, Protocol.OUR_FEATURES, null, nonce, ownerTag, null, null));
                 Message first = Frames.read(in);
+                byte[] key = null;
+                if (first instanceof Challenge challenge) {
+                    key = answer(challenge, nonce, out);
+                    first = Frames.read(in);
+                } else if (secret != null) {
+                    // Without TLS, an impostor in between could simply not ask: a secret means "authenticate or nothing".
+                    throw new Refused("the relay did not ask for the secret: it runs open, or it is not your relay; drop --secret to use an open relay");
+                }
                 if (!(first instanceof RegisterResult result)) {
                     throw new ProtocolException("expected RegisterResult, got " + first.getClass().getSimpleName());
                 }
-                if (!result.success()) throw new Refused(result.error() == null ? "no reason given" : result.error());
+                if (!result.success()) {
+                    String why = result.error() == null ? "no reason given" : result.error();
+                    if (result.retryable()) throw new IOException("registration refused for now: " + why);
+                    throw new Refused(why);
+                }
+                sessionKey = key;
                 registered = true;
 
                 // Our arps answers Hello right after RegisterResult; the original never does.
@@ -283,6 +433,7 @@ public final class Arpc implements Callable<Integer> {
                 DataMode mode = DataMode.of(serverHello);
                 if (next != null) handle(next, mode);
                 Integer tcpPort = options.remotePort == null ? null : claimTcpPort(serverHello, in, out, mode);
+                if (!options.tokens.isEmpty()) addTokens(serverHello, in, out, mode);
                 announce(serverHello, tcpPort);
 
                 heartbeats = Thread.ofVirtual().name("arpc-heartbeat").start(() -> sendHeartbeats(socket, out));
@@ -292,6 +443,38 @@ public final class Arpc implements Callable<Integer> {
             } finally {
                 if (heartbeats != null) heartbeats.interrupt();
                 current = null;
+            }
+        }
+
+        /**
+         * Checks the relay's proof first (an impostor learns nothing it could test guesses against),
+         * then proves the secret. Returns the session key that data connections prove.
+         */
+        private byte[] answer(Challenge challenge, String nonce, OutputStream out) throws IOException {
+            if (secret == null) {
+                throw new Refused("the relay requires a secret: pass --secret-file or --secret, or set ARP_SECRET");
+            }
+            if (!Proofs.validNonce(challenge.nonce()) || !Proofs.same(Proofs.relay(secret, id, nonce, challenge.nonce()), challenge.proof())) {
+                throw new Refused("authentication failed: the relay does not know this secret for client id " + id
+                        + " (a wrong --secret, an id the relay has no secret for, or not your relay)");
+            }
+            Frames.write(out, new Auth(Proofs.client(secret, id, challenge.nonce(), nonce)));
+            return Proofs.sessionKey(secret, challenge.nonce(), nonce);
+        }
+
+        /** Registers the extra tokens: all of them or, if the relay refuses one, none and exit. */
+        private void addTokens(Hello serverHello, DataInputStream in, OutputStream out, DataMode mode) throws IOException {
+            if (serverHello == null || !serverHello.has(Protocol.FEATURE_TOKENS)) {
+                throw new Refused("this relay takes no extra tokens (it is the original arps or an older arp); drop --token");
+            }
+            Frames.write(out, new AddTokens(options.tokens));
+            while (true) {
+                Message m = Frames.read(in);
+                if (m instanceof AddTokensResult r) {
+                    if (!r.success()) throw new Refused(r.error() == null ? "extra tokens refused" : r.error());
+                    return;
+                }
+                handle(m, mode);
             }
         }
 
@@ -352,18 +535,29 @@ public final class Arpc implements Callable<Integer> {
 
         private void announce(Hello serverHello, Integer tcpPort) {
             int publicPort = serverHello != null && serverHello.publicPort() != null ? serverHello.publicPort() : 17003;
+            boolean https = serverHello != null && Boolean.TRUE.equals(serverHello.publicTls());
             String host = options.serverAddr.contains(":") ? "[" + options.serverAddr + "]" : options.serverAddr;
-            String url = "http://" + host + ":" + publicPort + "/?token=" + id;
+            String base = (https ? "https://" : "http://") + host + ":" + publicPort + "/?token=";
+            String url = base + id;
+            List<String> tokenUrls = options.tokens.stream().map(t -> base + t).toList();
+            String hostUrl = serverHello == null || serverHello.domain() == null ? null
+                    : (https ? "https://" : "http://") + id + "." + serverHello.domain() + ":" + publicPort + "/";
             String tcpUrl = tcpPort == null ? null : "tcp://" + host + ":" + tcpPort;
             String kind = serverHello != null ? "arp" : "legacy";
             Log.info("registered as " + id + " with " + options.serverAddr + ":" + options.controlPort
-                    + (serverHello == null ? " (original arps)" : "") + "; visitors: " + url
+                    + (serverHello == null ? " (original arps)" : "") + (tls != null ? " over TLS" : "")
+                    + (sessionKey != null ? ", authenticated" : "") + "; visitors: " + url
+                    + (hostUrl == null ? "" : " or " + hostUrl)
+                    + (tokenUrls.isEmpty() ? "" : " (also " + String.join(", ", tokenUrls) + ")")
                     + (tcpUrl == null ? "" : " and " + tcpUrl)
                     + " → " + local.getHostString() + ":" + local.getPort());
             if (options.json) {
                 var line = Frames.JSON.createObjectNode()
                         .put("event", "registered").put("client_id", id).put("public_url", url).put("server", kind);
+                if (hostUrl != null) line.put("host_url", hostUrl);
+                if (!tokenUrls.isEmpty()) line.putPOJO("token_urls", tokenUrls);
                 if (tcpPort != null) line.put("remote_port", tcpPort).put("tcp_url", tcpUrl);
+                line.put("tls", tls != null).put("authenticated", sessionKey != null);
                 System.out.println(line);
                 System.out.flush();
             }
@@ -375,7 +569,9 @@ public final class Arpc implements Callable<Integer> {
                 return;
             }
             EventLoop loop = loops.next();
-            loop.execute(() -> new DataConnection(this, loop, connId, mode).connect());
+            byte[] key = sessionKey;
+            String proof = key == null ? null : Proofs.conn(key, connId);
+            loop.execute(() -> new DataConnection(this, loop, connId, proof, mode).connect());
         }
 
         void stop() {
@@ -383,6 +579,7 @@ public final class Arpc implements Callable<Integer> {
             Sockets.closeQuietly(current);
             Thread r = runner;
             if (r != null) r.interrupt();
+            if (dialer != null) dialer.close();
             loops.close();
         }
     }
@@ -428,6 +625,7 @@ public final class Arpc implements Callable<Integer> {
         private final Tunnel tunnel;
         private final EventLoop loop;
         private final String connId;
+        private final String proof;
         private final DataMode mode;
         private final boolean handover;
         private FrameReader reader = new FrameReader();
@@ -439,10 +637,11 @@ public final class Arpc implements Callable<Integer> {
         private State state = State.CONNECTING;
         private ByteBuffer toLocal;
 
-        DataConnection(Tunnel tunnel, EventLoop loop, String connId, DataMode mode) {
+        DataConnection(Tunnel tunnel, EventLoop loop, String connId, String proof, DataMode mode) {
             this.tunnel = tunnel;
             this.loop = loop;
             this.connId = connId;
+            this.proof = proof;
             this.mode = mode;
             this.handover = mode != DataMode.LEGACY;
         }
@@ -452,8 +651,7 @@ public final class Arpc implements Callable<Integer> {
                 relay = SocketChannel.open();
                 relay.configureBlocking(false);
                 Sockets.tune(relay);
-                InetSocketAddress target = new InetSocketAddress(tunnel.options.serverAddr, tunnel.options.proxyPort);
-                boolean now = relay.connect(target);
+                boolean now = relay.connect(tunnel.proxyTarget());
                 relayKey = loop.register(relay, now ? 0 : SelectionKey.OP_CONNECT, this);
                 timer = loop.schedule(CONNECT_TIMEOUT_MILLIS, () -> abort("timed out connecting to the relay's proxy port"));
                 if (now) relayConnected();
@@ -476,7 +674,7 @@ public final class Arpc implements Callable<Integer> {
         private void relayConnected() throws IOException {
             timer.cancel();
             ByteBuffer hello = ByteBuffer.wrap(Frames.encode(new NewProxyConn(connId, tunnel.id,
-                    handover ? Boolean.TRUE : null, mode == DataMode.REUSE ? Boolean.TRUE : null)));
+                    handover ? Boolean.TRUE : null, mode == DataMode.REUSE ? Boolean.TRUE : null, proof)));
             relay.write(hello); // ~100 bytes into an empty send buffer
             if (hello.hasRemaining()) throw new IOException("could not send NewProxyConn");
             state = State.POOLED;

@@ -29,6 +29,12 @@ import arp.Protocol.StartProxy;
 import arp.Protocol.TcpPort;
 import arp.Protocol.TcpPortResult;
 import arp.Protocol.Timer;
+import arp.Protocol.Tls;
+import arp.Protocol.Proofs;
+import arp.Protocol.Challenge;
+import arp.Protocol.Auth;
+import arp.Protocol.AddTokens;
+import arp.Protocol.AddTokensResult;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -52,6 +58,8 @@ import java.nio.channels.SelectionKey;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.security.SecureRandom;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -112,6 +120,45 @@ public final class Arps implements Callable<Integer> {
     @Option(names = "--max-pending", defaultValue = "1000", paramLabel = "N", description = "Visitors that may wait for a data connection per client; more get 503 (default: ${DEFAULT-VALUE}).")
     int maxPending;
 
+    @Option(names = "--max-clients", defaultValue = "10000", paramLabel = "N", description = "Clients that may be registered at once; more are refused until one leaves (default: ${DEFAULT-VALUE}).")
+    int maxClients;
+
+    @Option(names = "--max-head", defaultValue = "32768", paramLabel = "BYTES", description = "Largest request head a visitor may send; larger ones get 431 (default: ${DEFAULT-VALUE}).")
+    int maxHead;
+
+    @Option(names = "--max-handshakes", defaultValue = "4096", paramLabel = "N", description = "Connections on all ports that have not yet identified themselves (no Register, NewProxyConn or request head yet); more are closed at once (default: ${DEFAULT-VALUE}).")
+    int maxHandshakes;
+
+    @Option(names = "--max-handshakes-per-ip", defaultValue = "256", paramLabel = "N", description = "The same, per source address (default: ${DEFAULT-VALUE}).")
+    int maxHandshakesPerIp;
+
+    @Option(names = "--domain", paramLabel = "DOMAIN", description = "Route visitors by Host: ID.DOMAIN reaches the client with token ID (needs wildcard DNS for *.DOMAIN).")
+    String domain;
+
+    @Option(names = "--secret", paramLabel = "SECRET", description = "Shared secret that clients must prove they know (default: $ARPS_SECRET). Prefer --secret-file or the variable: arguments show in ps.")
+    String secret;
+
+    @Option(names = "--secret-file", paramLabel = "FILE", description = "File whose first line is the shared secret.")
+    Path secretFile;
+
+    @Option(names = "--client-secrets", paramLabel = "FILE", description = "File of '<client-id> <secret>' lines: a listed id registers only with its own secret.")
+    Path clientSecrets;
+
+    @Option(names = "--tls-cert", paramLabel = "PEM", description = "Certificate chain for TLS on the control and proxy ports (with --tls-key).")
+    Path tlsCert;
+
+    @Option(names = "--tls-key", paramLabel = "PEM", description = "Unencrypted private key (PKCS#8 or PKCS#1 RSA) for --tls-cert.")
+    Path tlsKey;
+
+    @Option(names = "--tls-self-signed", description = "TLS with a self-signed certificate made once and kept in --state-dir; clients pin its fingerprint, which arps prints.")
+    boolean tlsSelfSigned;
+
+    @Option(names = "--tls-public", description = "Also serve visitors over HTTPS on the public port (needs a TLS certificate).")
+    boolean tlsPublic;
+
+    @Option(names = "--state-dir", paramLabel = "DIR", description = "Where arps keeps its self-signed certificate (default: $ARPS_STATE_DIR, else ~/.arps).")
+    Path stateDir;
+
     @Option(names = "--io-threads", paramLabel = "N", description = "Event-loop threads that carry the traffic (default: one per core).")
     Integer ioThreads;
 
@@ -138,7 +185,16 @@ public final class Arps implements Callable<Integer> {
             System.err.println("arps: " + problem);
             return 2;
         }
-        Relay relay = new Relay(this);
+        Authenticator auth;
+        Tls.Identity tls;
+        try {
+            auth = Authenticator.load(this);
+            tls = loadTls();
+        } catch (IOException | java.security.GeneralSecurityException | IllegalArgumentException e) {
+            System.err.println("arps: " + e.getMessage());
+            return 2;
+        }
+        Relay relay = new Relay(this, auth, tls);
         try {
             relay.start();
         } catch (PortInUse e) {
@@ -148,15 +204,34 @@ public final class Arps implements Callable<Integer> {
         }
         Runtime.getRuntime().addShutdownHook(new Thread(relay::close, "arps-shutdown"));
         if (json) {
-            System.out.println("{\"event\":\"ready\",\"control_port\":" + relay.controlPort()
-                    + ",\"proxy_port\":" + relay.proxyPort() + ",\"public_port\":" + relay.publicPort() + "}");
+            var ready = Frames.JSON.createObjectNode().put("event", "ready").put("control_port", relay.controlPort())
+                    .put("proxy_port", relay.proxyPort()).put("public_port", relay.publicPort());
+            if (tls != null) ready.put("tls_fingerprint", tls.fingerprint());
+            System.out.println(ready);
             System.out.flush();
         }
         Log.info("listening on " + bind + ": control " + relay.controlPort() + ", proxy " + relay.proxyPort()
-                + ", public " + relay.publicPort() + " (pool size " + poolSize + ")");
-        Log.warn("no client authentication: any client may register any id (authentication comes with --secret in a later version)");
+                + ", public " + relay.publicPort() + (tlsPublic ? " (HTTPS)" : "") + " (pool size " + poolSize + ")");
+        if (tls != null) {
+            Log.info("TLS on the control and proxy ports" + (tlsPublic ? " and the public port" : "")
+                    + "; certificate " + tls.fingerprint() + (tlsSelfSigned ? " (self-signed: clients connect with --tls-pin " + tls.fingerprint() + ")" : ""));
+        } else {
+            Log.warn("no TLS: registrations and tunnelled bytes cross the network in the clear (see --tls-cert, --tls-self-signed)");
+        }
+        if (!auth.required()) {
+            Log.warn("OPEN RELAY: no --secret and no --client-secrets, so any client may register any free id");
+        }
         relay.awaitClosed();
         return 0;
+    }
+
+    private Tls.Identity loadTls() throws IOException, java.security.GeneralSecurityException {
+        if (tlsCert != null) return Tls.fromPem(tlsCert, tlsKey);
+        if (!tlsSelfSigned) return null;
+        Path dir = stateDir != null ? stateDir
+                : System.getenv("ARPS_STATE_DIR") != null ? Path.of(System.getenv("ARPS_STATE_DIR"))
+                : Path.of(System.getProperty("user.home"), ".arps");
+        return Tls.selfSigned(dir);
     }
 
     private String checkOptions() {
@@ -171,6 +246,18 @@ public final class Arps implements Callable<Integer> {
         if (headTimeout < 1 || headTimeout > 3600) return "--head-timeout must be 1..3600 seconds";
         if (clientTimeout < 1 || clientTimeout > 86400) return "--client-timeout must be 1..86400 seconds";
         if (maxPending < 1 || maxPending > 1_000_000) return "--max-pending must be 1..1000000";
+        if (maxClients < 1) return "--max-clients must be at least 1";
+        if (maxHead < 1024 || maxHead > 1 << 20) return "--max-head must be 1024..1048576 bytes";
+        if (maxHandshakes < 1) return "--max-handshakes must be at least 1";
+        if (maxHandshakesPerIp < 1) return "--max-handshakes-per-ip must be at least 1";
+        if ((tlsCert == null) != (tlsKey == null)) return "--tls-cert and --tls-key go together";
+        if (tlsCert != null && tlsSelfSigned) return "--tls-self-signed and --tls-cert exclude each other";
+        if (tlsPublic && tlsCert == null && !tlsSelfSigned) return "--tls-public needs --tls-cert/--tls-key or --tls-self-signed";
+        if (domain != null && !domain.matches("(?i)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")) {
+            return "--domain must be a DNS name such as tunnel.example.com, not '" + domain + "'";
+        }
+        if (secret != null && secretFile != null) return "--secret and --secret-file exclude each other";
+        if (secret != null && secret.isBlank()) return "--secret is empty (an unset variable?): give a secret of 16 or more random characters";
         if (tcpPorts != null && TcpPorts.parseRange(tcpPorts) == null) {
             return "--tcp-ports must be a port or a range LOW-HIGH within 1..65535, not '" + tcpPorts + "'";
         }
@@ -185,46 +272,298 @@ public final class Arps implements Callable<Integer> {
     }
 
     // ------------------------------------------------------------------------------------------------
+    // Trust: who may register, and how many strangers may knock at once
+
+    /** The secrets clients must prove: one shared, and/or one per client id. Without any, the relay is open. */
+    static final class Authenticator {
+        private final byte[] shared;
+        private final Map<String, byte[]> perClient;
+
+        Authenticator(byte[] shared, Map<String, byte[]> perClient) {
+            this.shared = shared;
+            this.perClient = perClient;
+        }
+
+        static Authenticator load(Arps o) throws IOException {
+            String secret = Protocol.resolveSecret(o.secret, o.secretFile, "ARPS_SECRET");
+            if (secret != null && secret.length() < 16) {
+                Log.warn("the shared secret has only " + secret.length() + " characters; use 16 or more random ones");
+            }
+            Map<String, byte[]> perClient = new HashMap<>();
+            if (o.clientSecrets != null) {
+                warnIfReadableByOthers(o.clientSecrets);
+                List<String> lines = Files.readAllLines(o.clientSecrets, StandardCharsets.UTF_8);
+                for (int i = 0; i < lines.size(); i++) {
+                    String line = lines.get(i).strip();
+                    if (line.isEmpty() || line.startsWith("#")) continue;
+                    String[] parts = line.split("\\s+", 2);
+                    if (parts.length != 2 || !Protocol.validClientId(parts[0])) {
+                        throw new IllegalArgumentException(o.clientSecrets + " line " + (i + 1)
+                                + ": expected '<client-id> <secret>' with an id of A-Z a-z 0-9 . _ ~ -");
+                    }
+                    if (perClient.put(parts[0], parts[1].strip().getBytes(StandardCharsets.UTF_8)) != null) {
+                        throw new IllegalArgumentException(o.clientSecrets + " line " + (i + 1) + ": client id " + parts[0] + " is listed twice");
+                    }
+                }
+            }
+            return new Authenticator(secret == null ? null : secret.getBytes(StandardCharsets.UTF_8), Map.copyOf(perClient));
+        }
+
+        private static void warnIfReadableByOthers(Path file) {
+            try {
+                var perms = Files.getPosixFilePermissions(file);
+                if (perms.contains(java.nio.file.attribute.PosixFilePermission.GROUP_READ)
+                        || perms.contains(java.nio.file.attribute.PosixFilePermission.OTHERS_READ)) {
+                    Log.warn(file + " is readable by other users; chmod 600 it");
+                }
+            } catch (UnsupportedOperationException | IOException e) {
+                // not POSIX: nothing to check
+            }
+        }
+
+        boolean required() { return shared != null || !perClient.isEmpty(); }
+
+        /** The key this id proves, or null if the id may not register at all. */
+        byte[] keyFor(String clientId) {
+            byte[] own = perClient.get(clientId);
+            return own != null ? own : shared;
+        }
+
+        /** Listed with its own secret: whoever proves it is the id's owner. */
+        boolean listed(String clientId) { return perClient.containsKey(clientId); }
+    }
+
+    /**
+     * Failed proofs slow down the address they came from: each answer waits twice as long as the one
+     * before (up to 8 s), and together with the per-address handshake limit this caps guessing.
+     */
+    static final class AuthThrottle {
+        private record Failures(int count, long lastNanos) {}
+
+        private final Map<java.net.InetAddress, Failures> byAddress = new ConcurrentHashMap<>();
+
+        /** Records a failure; returns how long to wait before answering. */
+        long fail(java.net.InetAddress address) {
+            long now = System.nanoTime();
+            if (byAddress.size() > 10_000) byAddress.values().removeIf(f -> now - f.lastNanos > TimeUnit.MINUTES.toNanos(10));
+            Failures f = byAddress.merge(address, new Failures(1, now), (old, one) ->
+                    new Failures(now - old.lastNanos > TimeUnit.MINUTES.toNanos(10) ? 1 : old.count + 1, now));
+            return Math.min(8000L, 250L << Math.min(f.count - 1, 5));
+        }
+
+        int failures(java.net.InetAddress address) {
+            Failures f = byAddress.get(address);
+            return f == null ? 0 : f.count;
+        }
+    }
+
+    /**
+     * Counts connections that have not yet said who they are, on all ports, in total and per address,
+     * so a flood of half-open or slow connections cannot take the relay's memory and threads from
+     * everyone else. Refusals are logged at most once a second per port, with how many were refused.
+     */
+    static final class Admission implements Tls.Gate {
+        private final int max;
+        private final int perAddress;
+        private final java.util.concurrent.atomic.AtomicInteger total = new java.util.concurrent.atomic.AtomicInteger();
+        private final Map<java.net.InetAddress, Integer> byAddress = new ConcurrentHashMap<>();
+        private final Map<String, RateLimited> refusals = new ConcurrentHashMap<>();
+
+        Admission(int max, int perAddress) {
+            this.max = max;
+            this.perAddress = perAddress;
+        }
+
+        @Override
+        public boolean enter(java.net.InetAddress address, String port) {
+            if (address == null) return false;
+            int atAddress = byAddress.merge(address, 1, Integer::sum);
+            int all = total.incrementAndGet();
+            if (atAddress <= perAddress && all <= max) return true;
+            leave(address);
+            String why = atAddress > perAddress
+                    ? perAddress + " unidentified connections from " + address.getHostAddress() + " already (--max-handshakes-per-ip)"
+                    : max + " unidentified connections already (--max-handshakes)";
+            refusals.computeIfAbsent(port, p -> new RateLimited("unidentified connections on the " + p + " port")).log("refused a connection on the " + port + " port from "
+                    + address.getHostAddress() + ": " + why);
+            return false;
+        }
+
+        @Override
+        public void leave(java.net.InetAddress address) {
+            total.decrementAndGet();
+            byAddress.computeIfPresent(address, (a, n) -> n <= 1 ? null : n - 1);
+        }
+
+        void flush() { refusals.values().forEach(RateLimited::flush); }
+    }
+
+    /**
+     * A warning that may fire thousands of times a second: at most {@link #PER_SECOND} lines a second;
+     * what is held back is counted, and the count is logged by {@link #flush} (every 2 s).
+     */
+    static final class RateLimited {
+        static final int PER_SECOND = 10;
+        private final String kind;
+        private long windowStart = System.nanoTime();
+        private int inWindow;
+        private int suppressed;
+
+        RateLimited(String kind) { this.kind = kind; }
+
+        synchronized void log(String message) {
+            long now = System.nanoTime();
+            if (now - windowStart >= TimeUnit.SECONDS.toNanos(1)) {
+                windowStart = now;
+                inWindow = 0;
+            }
+            if (++inWindow > PER_SECOND) {
+                suppressed++;
+                return;
+            }
+            Log.warn(message);
+        }
+
+        synchronized void flush() {
+            if (suppressed == 0) return;
+            Log.warn(suppressed + " more refusals (" + kind + ") not logged one by one");
+            suppressed = 0;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
 
     /** The running relay: listeners, registered clients and the event loops that serve their traffic. */
     static final class Relay {
-        static final int MAX_HEAD = 32 * 1024;
         /** A requested data connection that has not arrived by then is counted as lost. */
         static final long REQUEST_EXPIRY_NANOS = TimeUnit.SECONDS.toNanos(10);
         static final int MAX_HANDOVER_ATTEMPTS = 3;
 
         final Arps options;
+        final Authenticator auth;
+        final Tls.Identity tls;
+        final Admission admission;
+        final AuthThrottle throttle = new AuthThrottle();
         final Map<String, ClientSession> clients = new ConcurrentHashMap<>();
+        /** Extra tokens (arpc --token) of registered clients; a client's id is looked up in {@link #clients}. */
+        final Map<String, ClientSession> tokens = new ConcurrentHashMap<>();
+        /** Held while deciding who gets an id or a token, so two registrations cannot both win. */
+        final Object registrations = new Object();
         final SecureRandom random = new SecureRandom();
         private final CountDownLatch closed = new CountDownLatch(1);
         EventLoopGroup loops;
         TcpPorts tcpPorts;
+        ScheduledExecutorService maintenance;
         private ServerSocket controlServer;
         private List<ServerSocketChannel> proxyServers;
         private List<ServerSocketChannel> publicServers;
-        private ScheduledExecutorService maintenance;
+        private final List<Tls.Front> tlsFronts = new ArrayList<>();
+        private int proxyPort;
+        private int publicPort;
         private volatile boolean closing;
 
-        Relay(Arps options) { this.options = options; }
+        Relay(Arps options, Authenticator auth, Tls.Identity tls) {
+            this.options = options;
+            this.auth = auth;
+            this.tls = tls;
+            this.admission = new Admission(options.maxHandshakes, options.maxHandshakesPerIp);
+        }
 
         void start() throws IOException, PortInUse {
             InetAddress address = InetAddress.getByName(options.bind);
-            controlServer = new ServerSocket();
+            controlServer = tls != null ? tls.context().getServerSocketFactory().createServerSocket() : new ServerSocket();
             controlServer.setReuseAddress(true);
             bind("control", () -> controlServer.bind(new InetSocketAddress(address, options.controlPort), 128), options.controlPort);
             loops = new EventLoopGroup("arps-io", options.ioThreads == null ? EventLoopGroup.defaultSize() : options.ioThreads);
-            proxyServers = openListeners("proxy", address, options.proxyPort);
-            publicServers = openListeners("public", address, options.publicPort);
-            tcpPorts = new TcpPorts(this, options.tcpPorts == null ? null : TcpPorts.parseRange(options.tcpPorts), address);
             maintenance = Executors.newSingleThreadScheduledExecutor(r -> {
                 Thread t = new Thread(r, "arps-pool");
                 t.setDaemon(true);
                 return t;
             });
+            proxyServers = openPort("proxy", address, options.proxyPort, tls != null, p -> proxyPort = p);
+            publicServers = openPort("public", address, options.publicPort, options.tlsPublic, p -> publicPort = p);
+            tcpPorts = new TcpPorts(this, options.tcpPorts == null ? null : TcpPorts.parseRange(options.tcpPorts), address);
             maintenance.scheduleWithFixedDelay(this::topUpPools, 2, 2, TimeUnit.SECONDS);
             Thread.ofPlatform().daemon().name("arps-control-accept").start(this::acceptControl);
-            Acceptor.listen(loops, proxyServers, "proxy", (loop, ch) -> new DataConnHandshake(this, loop, ch));
-            Acceptor.listen(loops, publicServers, "public", (loop, ch) -> new Visitor(this, loop, ch));
+            Acceptor.listen(loops, proxyServers, "proxy", (loop, ch) -> {
+                InetAddress from = admit(ch, "proxy");
+                if (from != null) new DataConnHandshake(this, loop, ch, from);
+            });
+            Acceptor.listen(loops, publicServers, "public", (loop, ch) -> {
+                InetAddress from = admit(ch, "public");
+                if (from != null) new Visitor(this, loop, ch, from);
+            });
+        }
+
+        /** The connection's source address if it may start a handshake; otherwise it is closed. */
+        private InetAddress admit(SocketChannel ch, String port) {
+            InetSocketAddress peer = Tls.peerOf(ch);
+            if (peer != null && admission.enter(peer.getAddress(), port)) return peer.getAddress();
+            Sockets.closeQuietly(ch);
+            return null;
+        }
+
+        /**
+         * The event-loop listeners of a port. With TLS they listen on loopback only, behind a TLS front
+         * on the real address; {@code actualPort} learns the port visitors or clients use.
+         */
+        private List<ServerSocketChannel> openPort(String name, InetAddress address, int port, boolean withTls,
+                                                   java.util.function.IntConsumer actualPort) throws IOException, PortInUse {
+            if (!withTls) {
+                List<ServerSocketChannel> servers = openListeners(name, address, port);
+                actualPort.accept(servers.get(0).socket().getLocalPort());
+                return servers;
+            }
+            ServerSocket external = new ServerSocket();
+            external.setReuseAddress(true);
+            bind(name, () -> external.bind(new InetSocketAddress(address, port), 1024), port);
+            List<ServerSocketChannel> inner = openListeners(name + " (behind TLS)", InetAddress.getLoopbackAddress(), 0);
+            tlsFronts.add(new Tls.Front(tls.context(), external, (InetSocketAddress) inner.get(0).getLocalAddress(),
+                    options.headTimeout * 1000, admission, name));
+            actualPort.accept(external.getLocalPort());
+            return inner;
+        }
+
+        private final Map<String, RateLimited> refusals = new ConcurrentHashMap<>();
+
+        /** Logs a refusal of some kind, rate-limited per kind (floods must not flood the log). */
+        void refused(String kind, String message) {
+            refusals.computeIfAbsent(kind, RateLimited::new).log(message);
+        }
+
+        /** Adds all of a client's extra tokens, or none if one is taken or invalid. */
+        AddTokensResult addTokens(ClientSession session, List<String> wanted) {
+            if (wanted.size() > Protocol.MAX_TOKENS) return new AddTokensResult(false, "at most " + Protocol.MAX_TOKENS + " extra tokens");
+            for (String t : wanted) {
+                if (!Protocol.validClientId(t)) {
+                    return new AddTokensResult(false, "invalid token: use 1-128 characters from A-Z a-z 0-9 . _ ~ -");
+                }
+            }
+            synchronized (registrations) {
+                for (String t : wanted) {
+                    ClientSession holder = route(t);
+                    if (holder != null && holder != session && !holder.isClosed()) {
+                        Log.warn("client " + Log.mask(session.id) + " asked for token " + Log.mask(t) + ", which another client holds; refused");
+                        return new AddTokensResult(false, "token " + t + " is in use by another client");
+                    }
+                    if (!t.equals(session.id) && auth.listed(t)) {
+                        return new AddTokensResult(false, "token " + t + " is the id of another client of this relay");
+                    }
+                }
+                for (String t : wanted) {
+                    if (t.equals(session.id)) continue;
+                    tokens.put(t, session);
+                    session.tokens.add(t);
+                }
+            }
+            Log.info("client " + Log.mask(session.id) + " also answers to " + wanted.size() + " more token" + (wanted.size() == 1 ? "" : "s"));
+            return new AddTokensResult(true, null);
+        }
+
+        /** The client a visitor's token names: by its id, else by one of its extra tokens. */
+        ClientSession route(String token) {
+            ClientSession s = clients.get(token);
+            return s != null ? s : tokens.get(token);
         }
 
         private interface Binder { void bind() throws IOException; }
@@ -280,8 +619,8 @@ public final class Arps implements Callable<Integer> {
         }
 
         int controlPort() { return controlServer.getLocalPort(); }
-        int proxyPort() { return proxyServers.get(0).socket().getLocalPort(); }
-        int publicPort() { return publicServers.get(0).socket().getLocalPort(); }
+        int proxyPort() { return proxyPort; }
+        int publicPort() { return publicPort; }
 
         void awaitClosed() throws InterruptedException { closed.await(); }
 
@@ -291,6 +630,7 @@ public final class Arps implements Callable<Integer> {
             Sockets.closeQuietly(controlServer);
             if (proxyServers != null) proxyServers.forEach(Sockets::closeQuietly);
             if (publicServers != null) publicServers.forEach(Sockets::closeQuietly);
+            tlsFronts.forEach(Tls.Front::close);
             for (ClientSession s : clients.values()) s.close("relay shutting down");
             if (tcpPorts != null) tcpPorts.closeAll();
             if (maintenance != null) maintenance.shutdownNow();
@@ -307,6 +647,8 @@ public final class Arps implements Callable<Integer> {
         private void topUpPools() {
             for (ClientSession s : clients.values()) s.tick();
             tcpPorts.expire();
+            refusals.values().forEach(RateLimited::flush);
+            admission.flush();
         }
 
         // --- accepting
@@ -315,6 +657,10 @@ public final class Arps implements Callable<Integer> {
             while (!closing) {
                 try {
                     Socket socket = controlServer.accept();
+                    if (!admission.enter(socket.getInetAddress(), "control")) {
+                        Sockets.closeQuietly(socket);
+                        continue;
+                    }
                     Thread.ofVirtual().name("arps-control").start(() -> new ControlConnection(this, socket).serve());
                 } catch (IOException e) {
                     if (!pauseAfterAcceptError("control", e)) return;
@@ -341,78 +687,211 @@ public final class Arps implements Callable<Integer> {
     static final class ControlConnection {
         private final Relay relay;
         private final Socket socket;
+        private final InetAddress address;
         private final String peer;
+        private boolean admitted = true; // counted by the relay's admission until registered or gone
+        private Message early;           // a frame that came with Register and is not Hello
 
         ControlConnection(Relay relay, Socket socket) {
             this.relay = relay;
             this.socket = socket;
-            this.peer = socket.getInetAddress().getHostAddress() + ":" + socket.getPort();
+            this.address = socket.getInetAddress();
+            this.peer = address.getHostAddress() + ":" + socket.getPort();
         }
 
         void serve() {
             ClientSession session = null;
             String reason = "disconnected";
+            // The whole handshake has one deadline: a per-read timeout alone would let a client drip bytes forever.
+            var deadline = relay.maintenance.schedule(() -> Sockets.closeQuietly(socket), relay.options.headTimeout, TimeUnit.SECONDS);
             try {
                 Sockets.tune(socket);
                 socket.setSoTimeout(relay.options.headTimeout * 1000);
                 DataInputStream in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 8192));
                 OutputStream out = socket.getOutputStream();
-                Message first = Frames.read(in);
-                if (!(first instanceof Register register)) {
-                    throw new ProtocolException("expected Register, got " + first.getClass().getSimpleName());
-                }
-                if (!Protocol.validClientId(register.clientId())) {
-                    Log.warn("refused registration from " + peer + ": invalid client id");
-                    Frames.write(out, new RegisterResult(false, "invalid client id: use 1-128 characters from A-Z a-z 0-9 . _ ~ -"));
-                    return;
-                }
-                // Our arpc sends Hello in the same write as Register; read it now so the first pool
-                // requests already know the client. The original arpc sends nothing more.
-                Message early = in.available() > 0 ? Frames.read(in) : null;
-                session = new ClientSession(relay, register.clientId(), socket, out);
-                if (early instanceof Hello) {
-                    session.modern = true;
-                    early = null;
-                }
-                // queued before the session is visible, so RegisterResult precedes any pool request
-                session.send(new RegisterResult(true, null));
-                if (session.modern) session.send(ourHello());
-                session.startWriter();
-                ClientSession old = relay.clients.put(session.id, session);
-                if (old != null) {
-                    Log.warn("client " + Log.mask(session.id) + " registered again from " + peer
-                            + "; the newest registration wins and the previous one is closed");
-                    old.close("replaced by a new registration");
-                }
-                Log.info("client " + Log.mask(session.id) + " registered from " + peer
-                        + (session.modern ? " (arp protocol " + Protocol.PROTOCOL_VERSION + ")" : " (original protocol)"));
-                session.topUp();
+                session = register(in, out, deadline);
+                if (session == null) return;
                 // The original arpc never writes after Register: only TCP keep-alive can tell it is gone.
                 socket.setSoTimeout(session.modern ? relay.options.clientTimeout * 1000 : 0);
                 if (early != null) handle(session, early);
                 while (!session.isClosed()) handle(session, Frames.read(in));
             } catch (SocketTimeoutException e) {
-                reason = session == null ? "no Register within " + relay.options.headTimeout + " s"
+                reason = session == null ? "no registration within " + relay.options.headTimeout + " s"
                         : "silent for " + relay.options.clientTimeout + " s";
             } catch (EOFException e) {
                 reason = "disconnected";
             } catch (ProtocolException e) {
                 reason = "protocol error: " + e.getMessage();
-                Log.warn("control connection from " + peer + ": " + e.getMessage() + "; closing it");
+                relay.refused("control-protocol", "control connection from " + peer + ": " + e.getMessage() + "; closed it");
             } catch (IOException e) {
-                reason = "connection error: " + e.getMessage();
+                reason = deadline.isDone() && !deadline.isCancelled() && session == null
+                        ? "no registration within " + relay.options.headTimeout + " s" : "connection error: " + e.getMessage();
             } finally {
+                deadline.cancel(false);
+                leaveAdmission();
                 if (session != null) {
                     session.close(reason);
                 } else {
-                    Log.debug("control connection from " + peer + " closed before registering: " + reason);
+                    if (reason.startsWith("no registration")) relay.refused("control-slow", "closed a control connection from " + peer + ": " + reason);
+                    else Log.debug("control connection from " + peer + " closed before registering: " + reason);
                     Sockets.closeQuietly(socket);
                 }
             }
         }
 
+        private void leaveAdmission() {
+            if (admitted) {
+                admitted = false;
+                relay.admission.leave(address);
+            }
+        }
+
+        /**
+         * Register, then (with a secret) Challenge and Auth, then the decision who holds the id. Returns
+         * the registered session, or null after telling the client why not.
+         */
+        private ClientSession register(DataInputStream in, OutputStream out, java.util.concurrent.Future<?> deadline) throws IOException {
+            Message first = Frames.read(in);
+            if (!(first instanceof Register register)) {
+                throw new ProtocolException("expected Register, got " + first.getClass().getSimpleName());
+            }
+            String id = register.clientId();
+            if (!Protocol.validClientId(id)) {
+                Log.warn("refused registration from " + peer + ": invalid client id");
+                Frames.write(out, new RegisterResult(false, "invalid client id: use 1-128 characters from A-Z a-z 0-9 . _ ~ -"));
+                return null;
+            }
+            Hello hello = readHello(in);
+            byte[] sessionKey = null;
+            boolean provedOwnSecret = false;
+            if (relay.auth.required()) {
+                if (hello == null || !Proofs.validNonce(hello.nonce())) {
+                    relay.refused("auth", "refused registration of client " + Log.mask(id) + " from " + peer
+                            + ": the relay requires a secret and this client cannot authenticate (an original arpc?)");
+                    refuse(out, hello, "this relay requires authentication: run arp's arpc with --secret (or ARP_SECRET)", false);
+                    return null;
+                }
+                byte[] key = relay.auth.keyFor(id);
+                // An id with no secret gets a challenge like any other, so ids cannot be probed.
+                byte[] proving = key != null ? key : Proofs.randomBytes(32);
+                String relayNonce = Proofs.nonce();
+                Frames.write(out, new Challenge(relayNonce, Proofs.relay(proving, id, hello.nonce(), relayNonce)));
+                Message answer;
+                try {
+                    answer = Frames.read(in);
+                } catch (EOFException e) {
+                    answer = null; // our arpc leaves when the relay's proof does not match its secret
+                }
+                if (answer != null && !(answer instanceof Auth)) {
+                    throw new ProtocolException("expected Auth, got " + answer.getClass().getSimpleName());
+                }
+                if (key == null || !(answer instanceof Auth auth) || !Proofs.same(Proofs.client(key, id, relayNonce, hello.nonce()), auth.proof())) {
+                    deadline.cancel(false);
+                    long delay = relay.throttle.fail(address);
+                    Log.warn("authentication failed for client " + Log.mask(id) + " from " + address.getHostAddress()
+                            + (answer == null ? ": it left after the challenge (its secret differs from the relay's)" : "")
+                            + " (" + relay.throttle.failures(address) + " in a row from this address"
+                            + (answer == null ? ")" : "; answering in " + delay + " ms)"));
+                    if (answer == null) return null;
+                    try {
+                        Thread.sleep(delay);
+                    } catch (InterruptedException e) {
+                        return null;
+                    }
+                    refuse(out, hello, "authentication failed: the relay does not accept this secret for client id " + id, false);
+                    return null;
+                }
+                sessionKey = Proofs.sessionKey(key, relayNonce, hello.nonce());
+                provedOwnSecret = relay.auth.listed(id);
+            }
+
+            if (hello == null && early == null && relay.clients.containsKey(id)) {
+                hello = awaitHello(in, 1000); // the id is live: only Hello's owner tag can show a restart of the same install
+            }
+            ClientSession session = new ClientSession(relay, id, socket, out, peer, hello != null, sessionKey,
+                    hello == null ? null : hello.owner());
+            ClientSession old;
+            synchronized (relay.registrations) {
+                old = relay.clients.get(id);
+                if (old != null && old.isClosed()) old = null;
+                if (old == null && relay.clients.size() >= relay.options.maxClients) {
+                    relay.refused("full", "refused registration of client " + Log.mask(id) + " from " + peer + ": "
+                            + relay.options.maxClients + " clients already (--max-clients)");
+                    refuse(out, hello, "the relay is full (" + relay.options.maxClients + " clients); try again later", true);
+                    return null;
+                }
+                ClientSession tokenHolder = relay.tokens.get(id);
+                if (tokenHolder != null && !tokenHolder.isClosed()) {
+                    Log.warn("refused registration of client " + Log.mask(id) + " from " + peer + ": it is an extra token of client "
+                            + Log.mask(tokenHolder.id) + " from " + tokenHolder.peer);
+                    refuse(out, hello, "client id " + id + " is in use as another client's token; choose another --client-id", true);
+                    return null;
+                }
+                boolean sameInstall = old != null && old.owner != null && Proofs.same(old.owner, session.owner);
+                if (old != null && !provedOwnSecret && !sameInstall) {
+                    // The holder's address stays in our log: anyone who knows a token could otherwise learn it.
+                    Log.warn("refused registration of client " + Log.mask(id) + " from " + peer + ": the id is in use by a client from "
+                            + old.peer + " and this one cannot prove it is the same install or the id's owner");
+                    refuse(out, hello, "client id " + id + " is in use by another arpc; stop that one or choose another --client-id", true);
+                    return null;
+                }
+                // queued before the session is visible, so RegisterResult precedes any pool request
+                session.send(new RegisterResult(true, null));
+                if (session.modern) session.send(ourHello());
+                session.startWriter();
+                relay.clients.put(id, session);
+            }
+            deadline.cancel(false);
+            leaveAdmission();
+            if (old != null) {
+                Log.warn("client " + Log.mask(id) + " registered again from " + peer + " ("
+                        + (provedOwnSecret ? "it proved the id's own secret" : "the same install") + "); the registration from "
+                        + old.peer + " is closed");
+                old.close("replaced by a new registration");
+            }
+            Log.info("client " + Log.mask(id) + " registered from " + peer
+                    + (session.modern ? " (arp protocol " + Protocol.PROTOCOL_VERSION + ")" : " (original protocol)")
+                    + (sessionKey != null ? ", authenticated" : ""));
+            session.topUp();
+            return session;
+        }
+
+        /**
+         * Our arpc sends Hello in the same write as Register; the original sends nothing more. Waits for
+         * it only where it matters: authentication needs its nonce.
+         */
+        private Hello readHello(DataInputStream in) throws IOException {
+            if (in.available() > 0) return asHello(Frames.read(in));
+            return relay.auth.required() ? awaitHello(in, 2000) : null; // else a late Hello is welcome in the main loop
+        }
+
+        private Hello awaitHello(DataInputStream in, int millis) throws IOException {
+            int before = socket.getSoTimeout();
+            socket.setSoTimeout(millis);
+            try {
+                return asHello(Frames.read(in));
+            } catch (SocketTimeoutException e) {
+                return null;
+            } finally {
+                socket.setSoTimeout(before);
+            }
+        }
+
+        /** Hello, or null with any other frame kept for after the registration. */
+        private Hello asHello(Message m) {
+            if (m instanceof Hello h) return h;
+            early = m;
+            return null;
+        }
+
+        /** A refusal; {@code retry} tells our arpc that trying later may work (never sent to the original). */
+        private static void refuse(OutputStream out, Hello hello, String why, boolean retry) throws IOException {
+            Frames.write(out, new RegisterResult(false, why, retry && hello != null ? Boolean.TRUE : null));
+        }
+
         private Hello ourHello() {
-            return new Hello(Protocol.PROTOCOL_VERSION, Protocol.OUR_FEATURES, relay.publicPort());
+            return new Hello(Protocol.PROTOCOL_VERSION, Protocol.OUR_FEATURES, relay.publicPort(), null, null,
+                    relay.options.tlsPublic ? Boolean.TRUE : null, relay.options.domain);
         }
 
         private void handle(ClientSession session, Message m) throws IOException {
@@ -427,6 +906,7 @@ public final class Arps implements Callable<Integer> {
                     }
                     session.send(result);
                 }
+                case AddTokens t -> session.send(relay.addTokens(session, t.tokens()));
                 case Hello h -> {
                     if (!session.modern) {
                         session.modern = true;
@@ -448,6 +928,12 @@ public final class Arps implements Callable<Integer> {
     static final class ClientSession {
         final Relay relay;
         final String id;
+        final String peer;
+        /** Keys the proofs its data connections must carry; null on an open relay. */
+        private final byte[] sessionKey;
+        /** The install's tag from Hello ({@link Proofs#ownerTag}); null for the original arpc. */
+        final String owner;
+        final java.util.Set<String> tokens = ConcurrentHashMap.newKeySet();
         private final Socket socket;
         private final OutputStream out;
         private final BlockingQueue<Message> outbox = new ArrayBlockingQueue<>(4096);
@@ -462,11 +948,16 @@ public final class Arps implements Callable<Integer> {
         private int extra;
         private boolean missedSinceTick;
 
-        ClientSession(Relay relay, String id, Socket socket, OutputStream out) {
+        ClientSession(Relay relay, String id, Socket socket, OutputStream out, String peer, boolean modern,
+                      byte[] sessionKey, String owner) {
             this.relay = relay;
             this.id = id;
             this.socket = socket;
             this.out = out;
+            this.peer = peer;
+            this.modern = modern;
+            this.sessionKey = sessionKey;
+            this.owner = owner;
         }
 
         boolean isClosed() { return closed; }
@@ -583,12 +1074,21 @@ public final class Arps implements Callable<Integer> {
             return null;
         }
 
-        /** A requested data connection arrived. Returns false if it was not requested by this session. */
-        boolean offer(PooledConn conn) {
+        /**
+         * A data connection arrived: it is this session's only if the session asked for exactly this id
+         * (one-time, 128 random bits) and, on an authenticated session, it proves the session key.
+         * Returns null if it was taken, else why not.
+         */
+        String offer(PooledConn conn, String proof) {
             synchronized (this) {
-                if (closed || requested.remove(conn.connId) == null) return false;
+                if (closed) return "the client's session is closed";
+                if (!requested.containsKey(conn.connId)) return "its connection id was not requested";
+                if (sessionKey != null && !Proofs.same(Proofs.conn(sessionKey, conn.connId), proof)) {
+                    return proof == null ? "no proof of the client's session key" : "a wrong proof of the client's session key";
+                }
+                requested.remove(conn.connId);
             }
-            return place(conn);
+            return place(conn) ? null : "the pool is full";
         }
 
         /** A data connection is free again (a stream ended cleanly, or it was never used): place or close it. */
@@ -651,6 +1151,7 @@ public final class Arps implements Callable<Integer> {
                 requested.clear();
             }
             relay.clients.remove(id, this);
+            for (String t : tokens) relay.tokens.remove(t, this);
             relay.tcpPorts.detach(this);
             Log.info("client " + Log.mask(id) + " unregistered: " + reason);
             Sockets.closeQuietly(socket);
@@ -670,16 +1171,20 @@ public final class Arps implements Callable<Integer> {
         private final Relay relay;
         private final EventLoop loop;
         private final SocketChannel ch;
+        private final InetAddress from;
         private final FrameReader reader = new FrameReader();
         private final Timer deadline;
         private final SelectionKey key;
+        private boolean admitted = true;
 
-        DataConnHandshake(Relay relay, EventLoop loop, SocketChannel ch) throws IOException {
+        DataConnHandshake(Relay relay, EventLoop loop, SocketChannel ch, InetAddress from) throws IOException {
             this.relay = relay;
             this.loop = loop;
             this.ch = ch;
+            this.from = from;
             this.key = loop.register(ch, SelectionKey.OP_READ, this);
-            this.deadline = loop.schedule(relay.options.headTimeout * 1000L, () -> reject("no NewProxyConn in time"));
+            this.deadline = loop.schedule(relay.options.headTimeout * 1000L, () -> reject("no NewProxyConn within "
+                    + relay.options.headTimeout + " s"));
         }
 
         @Override
@@ -687,25 +1192,36 @@ public final class Arps implements Callable<Integer> {
             Message m = reader.read(ch);
             if (m == null) return;
             deadline.cancel();
+            leaveAdmission();
             if (!(m instanceof NewProxyConn npc)) {
                 throw new ProtocolException("expected NewProxyConn, got " + m.getClass().getSimpleName());
             }
             if (reader.hasLeftover()) throw new ProtocolException("bytes after NewProxyConn before a visitor");
             ClientSession session = relay.clients.get(npc.clientId());
             PooledConn conn = new PooledConn(loop, ch, key, npc.proxyConnId(), npc.wantsHandover(), npc.wantsReuse());
-            if (session != null && session.offer(conn)) {
+            String refusal = session == null ? "no client with this id is registered" : session.offer(conn, npc.proof());
+            if (refusal == null) {
                 Log.debug("new data connection for client " + Log.mask(npc.clientId())
                         + (conn.reusable ? " (reusable)" : conn.handover ? " (handover)" : " (original protocol)"));
             } else {
-                Log.debug("data connection from " + Sockets.describe(ch) + " not requested by client "
-                        + Log.mask(npc.clientId()) + "; closed");
+                // Also what a connection that arrives after its request expired sees: rate-limited, not an alarm.
+                relay.refused("data", "refused data connection from " + Sockets.describe(ch) + " for client "
+                        + Log.mask(npc.clientId()) + ": " + refusal);
                 k.cancel();
                 Sockets.closeQuietly(ch);
             }
         }
 
+        private void leaveAdmission() {
+            if (admitted) {
+                admitted = false;
+                relay.admission.leave(from);
+            }
+        }
+
         private void reject(String why) {
-            Log.warn("data connection from " + Sockets.describe(ch) + ": " + why + "; closed");
+            leaveAdmission();
+            relay.refused("data-protocol", "data connection from " + Sockets.describe(ch) + ": " + why + "; closed");
             key.cancel();
             Sockets.closeQuietly(ch);
         }
@@ -713,8 +1229,10 @@ public final class Arps implements Callable<Integer> {
         @Override
         public void onFailure(Throwable error) {
             deadline.cancel();
-            if (error instanceof ProtocolException) reject(error.getMessage());
-            else {
+            if (error instanceof ProtocolException) {
+                reject(error.getMessage());
+            } else {
+                leaveAdmission();
                 key.cancel();
                 Sockets.closeQuietly(ch);
             }
@@ -804,12 +1322,14 @@ public final class Arps implements Callable<Integer> {
         private PooledConn handingOver;      // the connection a Handover is waiting on, if any
         private int attempts;
         private boolean done;
+        private InetAddress admitted;        // counted by the relay's admission until the head is read
 
-        Visitor(Relay relay, EventLoop loop, SocketChannel ch) throws IOException {
+        Visitor(Relay relay, EventLoop loop, SocketChannel ch, InetAddress from) throws IOException {
             this.relay = relay;
             this.loop = loop;
             this.ch = ch;
             this.address = Sockets.describe(ch);
+            this.admitted = from;
             this.raw = false;
             this.head = ByteBuffer.allocate(2048);
             this.key = loop.register(ch, SelectionKey.OP_READ, this);
@@ -835,12 +1355,13 @@ public final class Arps implements Callable<Integer> {
         @Override
         public void onReady(SelectionKey k) throws IOException {
             if (done || forward != null) return;
+            int maxHead = relay.options.maxHead;
             if (!head.hasRemaining()) {
-                if (head.capacity() >= Relay.MAX_HEAD) {
+                if (head.capacity() >= maxHead) {
                     fail(431, "request head too large");
                     return;
                 }
-                head = ByteBuffer.allocate(Math.min(head.capacity() * 4, Relay.MAX_HEAD)).put(head.flip());
+                head = ByteBuffer.allocate(Math.min(head.capacity() * 4, maxHead)).put(head.flip());
             }
             int n = ch.read(head);
             if (n < 0) {
@@ -849,28 +1370,34 @@ public final class Arps implements Callable<Integer> {
             }
             int end = RequestHead.findEnd(head.array(), head.position());
             if (end < 0) {
-                if (head.position() >= Relay.MAX_HEAD) fail(431, "request head too large");
+                if (head.position() >= maxHead) fail(431, "request head too large");
                 return;
             }
             route(end);
         }
 
         private void route(int end) {
+            leaveAdmission();
             RequestHead parsed;
             try {
-                parsed = RequestHead.parse(head.array(), end);
+                parsed = RequestHead.parse(head.array(), end, relay.options.domain);
             } catch (RequestHead.BadRequest e) {
                 fail(400, e.getMessage());
                 return;
             }
             if (parsed.token() == null) {
-                fail(400, "missing token (add ?token=<id> to the URL or send an X-Arp-Token header)");
+                fail(400, "missing token (add ?token=<id> to the URL or send an X-Arp-Token header"
+                        + (relay.options.domain == null ? "" : ", or use <id>." + relay.options.domain) + ")");
                 return;
             }
-            session = relay.clients.get(parsed.token());
+            session = relay.route(parsed.token());
             if (session == null) {
                 Log.debug("visitor " + address + ": no tunnel for token " + Log.mask(parsed.token()));
                 fail(404, "no tunnel for this token");
+                return;
+            }
+            if (parsed.isBrowserNavigationWithQueryToken() && isLocalPath(parsed.target())) {
+                redirectWithCookie(parsed);
                 return;
             }
             byte[] rest = java.util.Arrays.copyOfRange(head.array(), end, head.position());
@@ -880,6 +1407,35 @@ public final class Arps implements Callable<Integer> {
             timer.cancel();
             Log.debug("visitor " + address + " → client " + Log.mask(session.id) + ": " + parsed.method() + " " + parsed.path());
             waitForConnection();
+        }
+
+        /**
+         * A browser opened a link with ?token=: answer it here with the same URL minus the token and a
+         * cookie that carries the token, so the page's own requests (scripts, styles, fetch) that know
+         * nothing of tokens reach the same tunnel, and the token does not linger in the address bar,
+         * history or Referer headers.
+         */
+        private void redirectWithCookie(RequestHead parsed) {
+            String cookie = RequestHead.COOKIE + "=" + parsed.token() + "; Path=/; HttpOnly; SameSite=Lax"
+                    + (relay.options.tlsPublic ? "; Secure" : "");
+            Log.debug("visitor " + address + ": redirected to " + parsed.target() + " with the token in a cookie");
+            answer(302, List.of("Location: " + parsed.target(), "Set-Cookie: " + cookie, "Cache-Control: no-store",
+                    "Referrer-Policy: no-referrer"), new byte[0]);
+        }
+
+        /**
+         * A target that stays on this host: "//evil.example/x" or "/\\evil.example" in a Location
+         * header would send the browser elsewhere, so such a request is forwarded, not redirected.
+         */
+        private static boolean isLocalPath(String target) {
+            return target.startsWith("/") && !target.startsWith("//") && !target.startsWith("/\\");
+        }
+
+        private void leaveAdmission() {
+            if (admitted != null) {
+                relay.admission.leave(admitted);
+                admitted = null;
+            }
         }
 
         private void waitForConnection() {
@@ -950,22 +1506,27 @@ public final class Arps implements Callable<Integer> {
                 return;
             }
             if (done) return;
-            done = true;
-            if (timer != null) timer.cancel();
-            if (handingOver != null) handingOver.close();
             if (raw) { // not HTTP: all a raw TCP client can be told is a closed connection
+                if (handingOver != null) handingOver.close();
                 Log.debug("TCP visitor " + address + ": " + message);
                 finish(false);
                 return;
             }
-            byte[] body = ("arp: " + message + "\n").getBytes(StandardCharsets.UTF_8);
-            String headText = "HTTP/1.1 " + status + " " + reason(status) + "\r\n"
-                    + "Content-Type: text/plain; charset=utf-8\r\n"
-                    + "Content-Length: " + body.length + "\r\n"
-                    + "Connection: close\r\n\r\n";
-            ByteBuffer response = ByteBuffer.allocate(headText.length() + body.length)
-                    .put(headText.getBytes(StandardCharsets.ISO_8859_1)).put(body).flip();
             Log.debug("visitor " + address + ": " + status + " " + message);
+            answer(status, List.of("Content-Type: text/plain; charset=utf-8"), ("arp: " + message + "\n").getBytes(StandardCharsets.UTF_8));
+        }
+
+        /** Writes an answer of arps's own and closes. */
+        private void answer(int status, List<String> headers, byte[] body) {
+            done = true;
+            leaveAdmission();
+            if (timer != null) timer.cancel();
+            if (handingOver != null) handingOver.close();
+            StringBuilder text = new StringBuilder("HTTP/1.1 ").append(status).append(' ').append(reason(status)).append("\r\n");
+            for (String h : headers) text.append(h).append("\r\n");
+            text.append("Content-Length: ").append(body.length).append("\r\nConnection: close\r\n\r\n");
+            byte[] headBytes = text.toString().getBytes(StandardCharsets.ISO_8859_1);
+            ByteBuffer response = ByteBuffer.allocate(headBytes.length + body.length).put(headBytes).put(body).flip();
             try {
                 ch.write(response); // a few hundred bytes always fit in an empty send buffer
                 ch.shutdownOutput();
@@ -977,6 +1538,7 @@ public final class Arps implements Callable<Integer> {
 
         private void finish(boolean abort) {
             done = true;
+            leaveAdmission();
             if (timer != null) timer.cancel();
             key.cancel();
             if (abort) Sockets.abort(ch); else Sockets.closeQuietly(ch);
@@ -990,6 +1552,7 @@ public final class Arps implements Callable<Integer> {
 
         static String reason(int status) {
             return switch (status) {
+                case 302 -> "Found";
                 case 400 -> "Bad Request";
                 case 404 -> "Not Found";
                 case 408 -> "Request Timeout";
@@ -1247,12 +1810,29 @@ public final class Arps implements Callable<Integer> {
 
     /**
      * The parts of an HTTP request head that routing needs. Only the request line is rebuilt (without
-     * the token parameter) and X-Arp-Token header lines are dropped; every other byte is kept as sent.
+     * the token parameter); X-Arp-Token lines are dropped and arps's own cookie is taken out of Cookie
+     * lines; every other byte is kept as sent.
+     *
+     * <p>The token comes from, in this order: the {@code token} query parameter, an X-Arp-Token header,
+     * the Host header under {@code --domain}, the {@code arp_token} cookie.
      */
-    record RequestHead(String method, String path, String token, byte[] bytes) {
+    record RequestHead(String method, String path, String target, String token, TokenSource source,
+                       boolean navigation, byte[] bytes) {
+        static final String COOKIE = "arp_token";
+
+        enum TokenSource { QUERY, HEADER, HOST, COOKIE }
 
         static final class BadRequest extends Exception {
             BadRequest(String message) { super(message); }
+        }
+
+        /**
+         * A browser loading a page from a link with the token in it: a GET or HEAD that says it is a
+         * navigation (Sec-Fetch-Mode, or an Accept that prefers HTML, for browsers without Fetch Metadata).
+         * API clients (curl's Accept is *&#47;*) are never redirected.
+         */
+        boolean isBrowserNavigationWithQueryToken() {
+            return source == TokenSource.QUERY && navigation && (method.equals("GET") || method.equals("HEAD"));
         }
 
         /** Index just past the blank line that ends the head, or -1. Accepts CRLF and bare LF. */
@@ -1265,7 +1845,9 @@ public final class Arps implements Callable<Integer> {
             return -1;
         }
 
-        static RequestHead parse(byte[] b, int end) throws BadRequest {
+        static RequestHead parse(byte[] b, int end) throws BadRequest { return parse(b, end, null); }
+
+        static RequestHead parse(byte[] b, int end, String domain) throws BadRequest {
             int lineEnd = indexOf(b, (byte) '\n', 0, end);
             int textEnd = lineEnd > 0 && b[lineEnd - 1] == '\r' ? lineEnd - 1 : lineEnd;
             String requestLine = new String(b, 0, textEnd, StandardCharsets.ISO_8859_1);
@@ -1275,7 +1857,7 @@ public final class Arps implements Callable<Integer> {
             }
             String method = parts[0];
             String target = parts[1];
-            String token = null;
+            String queryToken = null;
             int q = target.indexOf('?');
             String newTarget = target;
             if (q >= 0) {
@@ -1284,7 +1866,7 @@ public final class Arps implements Callable<Integer> {
                     int eq = pair.indexOf('=');
                     String name = eq < 0 ? pair : pair.substring(0, eq);
                     if (name.equals("token")) {
-                        if (token == null && eq >= 0) token = decode(pair.substring(eq + 1));
+                        if (queryToken == null && eq >= 0) queryToken = decode(pair.substring(eq + 1));
                     } else {
                         kept.add(pair);
                     }
@@ -1295,22 +1877,77 @@ public final class Arps implements Callable<Integer> {
             ByteArrayOutputStream out = new ByteArrayOutputStream(end);
             out.writeBytes((method + " " + newTarget + " " + parts[2]).getBytes(StandardCharsets.ISO_8859_1));
             out.write(b, textEnd, lineEnd + 1 - textEnd);
+            String headerToken = null;
+            String hostToken = null;
+            String cookieToken = null;
+            boolean navigation = false;
             int pos = lineEnd + 1;
             while (pos < end) {
                 int next = indexOf(b, (byte) '\n', pos, end);
                 int stop = next < 0 ? end : next + 1;
                 String line = new String(b, pos, stop - pos, StandardCharsets.ISO_8859_1);
                 int colon = line.indexOf(':');
-                if (colon > 0 && line.substring(0, colon).trim().equalsIgnoreCase("X-Arp-Token")) {
-                    if (token == null) token = line.substring(colon + 1).trim();
-                } else {
-                    out.write(b, pos, stop - pos);
+                String name = colon > 0 ? line.substring(0, colon).trim().toLowerCase(java.util.Locale.ROOT) : "";
+                String value = colon > 0 ? line.substring(colon + 1).trim() : "";
+                switch (name) {
+                    case "x-arp-token" -> {
+                        if (headerToken == null) headerToken = value;
+                        pos = stop;
+                        continue; // dropped
+                    }
+                    case "cookie" -> {
+                        List<String> others = new ArrayList<>();
+                        boolean ours = false;
+                        for (String c : value.split(";")) {
+                            String cookie = c.trim();
+                            if (cookie.startsWith(COOKIE + "=")) {
+                                ours = true;
+                                if (cookieToken == null) cookieToken = cookie.substring(COOKIE.length() + 1);
+                            } else if (!cookie.isEmpty()) {
+                                others.add(cookie);
+                            }
+                        }
+                        if (ours) {
+                            if (!others.isEmpty()) {
+                                String eol = line.endsWith("\r\n") ? "\r\n" : line.endsWith("\n") ? "\n" : "";
+                                out.writeBytes((line.substring(0, colon) + ": " + String.join("; ", others) + eol)
+                                        .getBytes(StandardCharsets.ISO_8859_1));
+                            }
+                            pos = stop;
+                            continue;
+                        }
+                    }
+                    case "host" -> hostToken = domain == null ? null : subdomainOf(value, domain);
+                    case "sec-fetch-mode" -> navigation |= value.equalsIgnoreCase("navigate");
+                    case "accept" -> navigation |= value.contains("text/html");
+                    default -> { }
                 }
+                out.write(b, pos, stop - pos);
                 pos = stop;
             }
-            if (token != null && token.isEmpty()) token = null;
             String path = q >= 0 ? target.substring(0, q) : target;
-            return new RequestHead(method, path, token, out.toByteArray());
+            TokenSource source = present(queryToken) ? TokenSource.QUERY : present(headerToken) ? TokenSource.HEADER
+                    : present(hostToken) ? TokenSource.HOST : present(cookieToken) ? TokenSource.COOKIE : null;
+            String token = source == null ? null : switch (source) {
+                case QUERY -> queryToken;
+                case HEADER -> headerToken;
+                case HOST -> hostToken;
+                case COOKIE -> cookieToken;
+            };
+            return new RequestHead(method, path, newTarget, token, source, navigation, out.toByteArray());
+        }
+
+        private static boolean present(String token) { return token != null && !token.isEmpty(); }
+
+        /** "alice" for Host "alice.tunnel.example.com:17003" under domain "tunnel.example.com", else null. */
+        static String subdomainOf(String host, String domain) {
+            String h = host;
+            int colon = h.lastIndexOf(':');
+            if (colon > 0 && !h.endsWith("]")) h = h.substring(0, colon);
+            if (h.endsWith(".")) h = h.substring(0, h.length() - 1);
+            String suffix = "." + domain;
+            if (h.length() <= suffix.length() || !h.regionMatches(true, h.length() - suffix.length(), suffix, 0, suffix.length())) return null;
+            return h.substring(0, h.length() - suffix.length());
         }
 
         /** "HTTP/d.d" (no regex: this runs for every visitor). */

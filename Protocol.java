@@ -65,6 +65,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  *       flow. That lets arpc connect to the local service when a visitor arrives (even for protocols where
  *       the server speaks first) and lets arps retry a visitor on another connection if a pooled one died.
  *       Without the flag arps writes the visitor's bytes straight away, as the original does.</li>
+ *   <li>{@code Challenge}/{@code Auth}: when arps requires a secret it answers Register with a Challenge
+ *       instead of RegisterResult (see {@link Proofs}); data connections then carry a proof too.</li>
+ *   <li>{@code TcpPort}, {@code AddTokens}: a dedicated raw TCP port and extra visitor tokens.</li>
  * </ul>
  */
 public final class Protocol {
@@ -80,20 +83,33 @@ public final class Protocol {
     public static final String FEATURE_HANDOVER = "handover";
     public static final String FEATURE_TCP_PORTS = "tcp-ports";
     public static final String FEATURE_REUSE = "reuse";
+    public static final String FEATURE_TOKENS = "tokens";
+    /** Extra tokens a client may register besides its id. */
+    public static final int MAX_TOKENS = 16;
 
     // ------------------------------------------------------------------------------------------------
     // Messages
 
     public sealed interface Message
             permits Register, RegisterResult, RequestNewProxyConn, NewProxyConn,
-                    Hello, Ping, Pong, StartProxy, ProxyStarted, ProxyFailed, TcpPort, TcpPortResult {}
+                    Hello, Ping, Pong, StartProxy, ProxyStarted, ProxyFailed, TcpPort, TcpPortResult,
+                    Challenge, Auth, AddTokens, AddTokensResult {}
 
     /** arpc → arps, first frame on the control connection. */
     public record Register(@JsonProperty("client_id") String clientId) implements Message {}
 
-    /** arps → arpc, the answer to Register. {@code error} is always written, as null when absent. */
-    @JsonPropertyOrder({"success", "error"})
-    public record RegisterResult(boolean success, String error) implements Message {}
+    /**
+     * arps → arpc, the answer to Register. {@code error} is always written, as null when absent.
+     * {@code retry} is ours, only on refusals that may pass later (relay full, id in use), and omitted
+     * otherwise, so the original's frame stays the same.
+     */
+    @JsonPropertyOrder({"success", "error", "retry"})
+    public record RegisterResult(boolean success, String error,
+                                 @JsonInclude(JsonInclude.Include.NON_NULL) Boolean retry) implements Message {
+        public RegisterResult(boolean success, String error) { this(success, error, null); }
+
+        public boolean retryable() { return Boolean.TRUE.equals(retry); }
+    }
 
     /** arps → arpc on control: open a data connection carrying this id. */
     public record RequestNewProxyConn(@JsonProperty("proxy_conn_id") String proxyConnId) implements Message {}
@@ -102,13 +118,19 @@ public final class Protocol {
      * arpc → arps, first frame on a data connection. {@code handover} and {@code reuse} are ours and
      * omitted when null: the original's frame stays byte for byte the same.
      */
-    @JsonPropertyOrder({"proxy_conn_id", "client_id", "handover", "reuse"})
+    @JsonPropertyOrder({"proxy_conn_id", "client_id", "handover", "reuse", "proof"})
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record NewProxyConn(@JsonProperty("proxy_conn_id") String proxyConnId,
                                @JsonProperty("client_id") String clientId,
-                               Boolean handover, Boolean reuse) implements Message {
+                               Boolean handover, Boolean reuse,
+                               /** {@link Proofs#conn}: binds the connection to an authenticated session. */
+                               String proof) implements Message {
         public NewProxyConn(String proxyConnId, String clientId, Boolean handover) {
-            this(proxyConnId, clientId, handover, null);
+            this(proxyConnId, clientId, handover, null, null);
+        }
+
+        public NewProxyConn(String proxyConnId, String clientId, Boolean handover, Boolean reuse) {
+            this(proxyConnId, clientId, handover, reuse, null);
         }
 
         public boolean wantsHandover() { return Boolean.TRUE.equals(handover); }
@@ -117,10 +139,19 @@ public final class Protocol {
         public boolean wantsReuse() { return wantsHandover() && Boolean.TRUE.equals(reuse); }
     }
 
-    /** Both directions on control: which additions the sender understands. */
+    /**
+     * Both directions on control: which additions the sender understands. From arpc also its
+     * authentication nonce and its install's owner tag ({@link Proofs#ownerTag}); from arps how visitors
+     * reach it (public port, whether it speaks HTTPS there, the --domain for host routing).
+     */
     @JsonInclude(JsonInclude.Include.NON_NULL)
-    public record Hello(int version, List<String> features, @JsonProperty("public_port") Integer publicPort)
+    public record Hello(int version, List<String> features, @JsonProperty("public_port") Integer publicPort,
+                        String nonce, String owner, @JsonProperty("public_tls") Boolean publicTls, String domain)
             implements Message {
+        public Hello(int version, List<String> features, Integer publicPort) {
+            this(version, features, publicPort, null, null, null, null);
+        }
+
         public boolean has(String feature) { return features != null && features.contains(feature); }
     }
 
@@ -144,6 +175,22 @@ public final class Protocol {
     /** arps → arpc: the dedicated port, or why there is none. */
     @JsonInclude(JsonInclude.Include.NON_NULL)
     public record TcpPortResult(boolean success, Integer port, String error) implements Message {}
+
+    /**
+     * arps → arpc instead of RegisterResult when the relay requires a secret: its fresh nonce, and its
+     * own proof that it knows the client's secret ({@link Proofs#relay}).
+     */
+    public record Challenge(String nonce, String proof) implements Message {}
+
+    /** arpc → arps: the answer to Challenge ({@link Proofs#client}); RegisterResult follows. */
+    public record Auth(String proof) implements Message {}
+
+    /** arpc → arps on control: route visitors with these tokens to me too. */
+    public record AddTokens(List<String> tokens) implements Message {}
+
+    /** arps → arpc: all tokens were added, or none and why. */
+    @JsonPropertyOrder({"success", "error"})
+    public record AddTokensResult(boolean success, String error) implements Message {}
 
     /** A frame that cannot be accepted: too large, not JSON, or not a message we know. */
     public static final class ProtocolException extends IOException {
@@ -216,6 +263,9 @@ public final class Protocol {
                 case RequestNewProxyConn r when r.proxyConnId() == null -> "proxy_conn_id";
                 case NewProxyConn n when n.proxyConnId() == null -> "proxy_conn_id";
                 case NewProxyConn n when n.clientId() == null -> "client_id";
+                case Challenge c when c.nonce() == null || c.proof() == null -> "nonce or proof";
+                case Auth a when a.proof() == null -> "proof";
+                case AddTokens t when t.tokens() == null -> "tokens";
                 default -> null;
             };
             if (missing != null) {
@@ -445,14 +495,10 @@ public final class Protocol {
             closeQuietly(ch);
         }
 
+        /** The peer's address and port (for a connection bridged from TLS, the real peer's). */
         public static String describe(SocketChannel ch) {
-            try {
-                var a = ch.getRemoteAddress();
-                if (a instanceof InetSocketAddress i) return i.getAddress().getHostAddress() + ":" + i.getPort();
-                return String.valueOf(a);
-            } catch (IOException e) {
-                return "?";
-            }
+            InetSocketAddress a = Tls.peerOf(ch);
+            return a == null ? "?" : a.getAddress().getHostAddress() + ":" + a.getPort();
         }
     }
 
@@ -1170,6 +1216,526 @@ public final class Protocol {
         }
     }
 
+    // ------------------------------------------------------------------------------------------------
+    // Authentication: challenge-response with HMAC-SHA256, so the secret never crosses the wire
+
+    /**
+     * The proofs of the authenticated handshake. Each side contributes a fresh 32-byte nonce, so a
+     * recorded handshake proves nothing on a new connection; each proof has its own label, so one can
+     * never stand in for another; and each side proves itself (the relay first, so a client does not
+     * answer an impostor). Data connections carry {@link #conn}, keyed by a session key that exists only
+     * on the two ends of one control connection: a requested connection id seen on the wire is useless
+     * without it.
+     */
+    public static final class Proofs {
+        private Proofs() {}
+
+        private static final java.security.SecureRandom RANDOM = new java.security.SecureRandom();
+
+        /** 32 random bytes as 64 lowercase hex digits. */
+        public static String nonce() { return HexFormat.of().formatHex(randomBytes(32)); }
+
+        public static byte[] randomBytes(int n) {
+            byte[] b = new byte[n];
+            RANDOM.nextBytes(b);
+            return b;
+        }
+
+        public static boolean validNonce(String s) { return s != null && s.matches("[0-9a-f]{64}"); }
+
+        public static String relay(byte[] key, String clientId, String clientNonce, String relayNonce) {
+            return hex(key, "arp-relay-v1\n" + clientId + "\n" + clientNonce + "\n" + relayNonce);
+        }
+
+        public static String client(byte[] key, String clientId, String relayNonce, String clientNonce) {
+            return hex(key, "arp-client-v1\n" + clientId + "\n" + relayNonce + "\n" + clientNonce);
+        }
+
+        public static byte[] sessionKey(byte[] key, String relayNonce, String clientNonce) {
+            return hmac(key, "arp-session-v1\n" + relayNonce + "\n" + clientNonce);
+        }
+
+        public static String conn(byte[] sessionKey, String proxyConnId) {
+            return hex(sessionKey, "arp-conn-v1\n" + proxyConnId);
+        }
+
+        /**
+         * What identifies one arpc install to the relay: derived from a key kept in its config
+         * directory, so a restarted arpc may replace its own live registration and nobody else's.
+         */
+        public static String ownerTag(byte[] installKey, String clientId) {
+            return hex(installKey, "arp-owner-v1\n" + clientId);
+        }
+
+        /** Constant-time, so the time of a refusal tells nothing about how much of a proof was right. */
+        public static boolean same(String expected, String given) {
+            if (expected == null || given == null) return false;
+            return MessageDigest.isEqual(expected.getBytes(StandardCharsets.UTF_8), given.getBytes(StandardCharsets.UTF_8));
+        }
+
+        private static String hex(byte[] key, String message) { return HexFormat.of().formatHex(hmac(key, message)); }
+
+        private static byte[] hmac(byte[] key, String message) {
+            try {
+                javax.crypto.Mac mac = javax.crypto.Mac.getInstance("HmacSHA256");
+                mac.init(new javax.crypto.spec.SecretKeySpec(key, "HmacSHA256"));
+                return mac.doFinal(message.getBytes(StandardCharsets.UTF_8));
+            } catch (java.security.GeneralSecurityException e) {
+                throw new IllegalStateException("HmacSHA256 is part of every JDK", e);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // TLS with the JDK alone
+
+    /**
+     * TLS for the relay's ports. The event loops speak plain TCP, so TLS is terminated next to them: a
+     * {@link Front} accepts TLS connections on the public address and bridges each one, on two virtual
+     * threads, to the plain listener on loopback; a {@link Dialer} does the mirror image for arpc's data
+     * connections. This keeps one byte pump for every mode, at the cost of a loopback hop when TLS is on.
+     */
+    public static final class Tls {
+        private Tls() {}
+
+        private static final String SELF_SIGNED_FILE = "tls-self-signed.p12";
+        /** The store is protected by its owner-only file mode; PKCS#12 just needs some password. */
+        private static final char[] SELF_SIGNED_PASSWORD = "arps-self-signed".toCharArray();
+        private static final Map<Integer, InetSocketAddress> BRIDGED = new java.util.concurrent.ConcurrentHashMap<>();
+        private static final java.util.concurrent.ScheduledExecutorService DEADLINES =
+                java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> Thread.ofPlatform().daemon().name("arp-tls-deadline").unstarted(r));
+
+        /** What a TLS server presents: its context and its leaf certificate. */
+        public record Identity(javax.net.ssl.SSLContext context, java.security.cert.X509Certificate certificate) {
+            public String fingerprint() { return Tls.fingerprint(certificate); }
+        }
+
+        /** A certificate the client was told not to trust: a pin or CA mismatch is no reason to retry. */
+        public static final class Untrusted extends java.security.cert.CertificateException {
+            public Untrusted(String message) { super(message); }
+        }
+
+        /** "sha256:" and the SHA-256 of the certificate's DER form, as lowercase hex. */
+        public static String fingerprint(java.security.cert.Certificate certificate) {
+            try {
+                return "sha256:" + HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(certificate.getEncoded()));
+            } catch (NoSuchAlgorithmException | java.security.cert.CertificateEncodingException e) {
+                throw new IllegalStateException(e);
+            }
+        }
+
+        /** A pin as given by a user ("sha256:AB:CD…", any case) in {@link #fingerprint} form, or null if malformed. */
+        public static String normalizePin(String pin) {
+            String hex = pin.trim().toLowerCase(Locale.ROOT);
+            if (hex.startsWith("sha256:")) hex = hex.substring(7);
+            hex = hex.replace(":", "");
+            return hex.matches("[0-9a-f]{64}") ? "sha256:" + hex : null;
+        }
+
+        /** A server identity from PEM files: a certificate chain and an unencrypted private key. */
+        public static Identity fromPem(Path certPem, Path keyPem) throws IOException, java.security.GeneralSecurityException {
+            List<java.security.cert.X509Certificate> chain = readCertificates(certPem);
+            if (chain.isEmpty()) throw new IOException(certPem + " holds no PEM certificate");
+            java.security.PrivateKey key = readPrivateKey(keyPem);
+            java.security.KeyStore store = java.security.KeyStore.getInstance("PKCS12");
+            store.load(null, null);
+            store.setKeyEntry("arps", key, SELF_SIGNED_PASSWORD, chain.toArray(java.security.cert.Certificate[]::new));
+            return new Identity(serverContext(store), chain.get(0));
+        }
+
+        /**
+         * A self-signed identity kept in {@code dir}, made on first use with the JDK's keytool: the same
+         * certificate on every start, so the fingerprint clients pinned stays valid.
+         */
+        public static Identity selfSigned(Path dir) throws IOException, java.security.GeneralSecurityException {
+            Path file = dir.resolve(SELF_SIGNED_FILE);
+            if (!Files.exists(file)) makeSelfSigned(dir, file);
+            java.security.KeyStore store = java.security.KeyStore.getInstance("PKCS12");
+            try (InputStream in = Files.newInputStream(file)) {
+                store.load(in, SELF_SIGNED_PASSWORD);
+            }
+            var certificate = (java.security.cert.X509Certificate) store.getCertificate("arps");
+            if (certificate == null) throw new IOException(file + " holds no certificate named arps; delete it to make a new one");
+            return new Identity(serverContext(store), certificate);
+        }
+
+        private static void makeSelfSigned(Path dir, Path file) throws IOException {
+            Files.createDirectories(dir);
+            ownerOnly(dir, "rwx------");
+            Path tmp = dir.resolve(SELF_SIGNED_FILE + ".tmp");
+            Files.deleteIfExists(tmp);
+            Path keytool = Path.of(System.getProperty("java.home"), "bin", "keytool");
+            List<String> command = List.of(keytool.toString(), "-genkeypair", "-alias", "arps", "-keyalg", "EC",
+                    "-groupname", "secp256r1", "-sigalg", "SHA256withECDSA", "-dname", "CN=arps", "-validity", "3650",
+                    "-ext", "SAN=dns:localhost,ip:127.0.0.1", "-storetype", "PKCS12", "-keystore", tmp.toString(),
+                    "-storepass", new String(SELF_SIGNED_PASSWORD), "-keypass", new String(SELF_SIGNED_PASSWORD), "-noprompt");
+            Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
+            p.getOutputStream().close();
+            String output = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            try {
+                if (!p.waitFor(60, java.util.concurrent.TimeUnit.SECONDS) || p.exitValue() != 0) {
+                    p.destroyForcibly();
+                    throw new IOException("keytool could not make a self-signed certificate: " + output.strip());
+                }
+            } catch (InterruptedException e) {
+                p.destroyForcibly();
+                throw new IOException("interrupted while making a self-signed certificate");
+            }
+            ownerOnly(tmp, "rw-------");
+            Files.move(tmp, file, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        }
+
+        private static void ownerOnly(Path p, String perms) {
+            try {
+                Files.setPosixFilePermissions(p, java.nio.file.attribute.PosixFilePermissions.fromString(perms));
+            } catch (UnsupportedOperationException | IOException e) {
+                // not a POSIX file system: the platform's defaults apply
+            }
+        }
+
+        private static javax.net.ssl.SSLContext serverContext(java.security.KeyStore store) throws java.security.GeneralSecurityException {
+            var keys = javax.net.ssl.KeyManagerFactory.getInstance(javax.net.ssl.KeyManagerFactory.getDefaultAlgorithm());
+            keys.init(store, SELF_SIGNED_PASSWORD);
+            var context = javax.net.ssl.SSLContext.getInstance("TLS");
+            context.init(keys.getKeyManagers(), null, null);
+            return context;
+        }
+
+        /**
+         * A client context that trusts the relay by a pinned fingerprint (no CA or host name involved), or
+         * by the certificates in a PEM file, or by the JVM's CA store.
+         */
+        public static javax.net.ssl.SSLContext clientContext(Path caPem, String pin) throws IOException, java.security.GeneralSecurityException {
+            javax.net.ssl.TrustManager[] trust;
+            if (pin != null) {
+                trust = new javax.net.ssl.TrustManager[] {new Pinned(pin)};
+            } else {
+                var factory = javax.net.ssl.TrustManagerFactory.getInstance(javax.net.ssl.TrustManagerFactory.getDefaultAlgorithm());
+                java.security.KeyStore store = null;
+                if (caPem != null) {
+                    store = java.security.KeyStore.getInstance("PKCS12");
+                    store.load(null, null);
+                    int i = 0;
+                    for (var c : readCertificates(caPem)) store.setCertificateEntry("ca" + i++, c);
+                    if (i == 0) throw new IOException(caPem + " holds no PEM certificate");
+                }
+                factory.init(store);
+                trust = factory.getTrustManagers();
+            }
+            var context = javax.net.ssl.SSLContext.getInstance("TLS");
+            context.init(null, trust, null);
+            return context;
+        }
+
+        /** Connects and completes the handshake within the timeout; checks the host name unless pinned. */
+        public static javax.net.ssl.SSLSocket connect(javax.net.ssl.SSLContext context, String host, int port, boolean checkHost,
+                                                      int timeoutMillis) throws IOException {
+            java.net.Socket raw = new java.net.Socket();
+            try {
+                raw.connect(new InetSocketAddress(host, port), timeoutMillis);
+                Sockets.tune(raw);
+                var tls = (javax.net.ssl.SSLSocket) context.getSocketFactory().createSocket(raw, host, port, true);
+                if (checkHost) {
+                    var params = tls.getSSLParameters();
+                    params.setEndpointIdentificationAlgorithm("HTTPS");
+                    tls.setSSLParameters(params);
+                }
+                tls.setSoTimeout(timeoutMillis);
+                tls.startHandshake();
+                tls.setSoTimeout(0);
+                return tls;
+            } catch (IOException | RuntimeException e) {
+                Sockets.closeQuietly(raw);
+                throw e;
+            }
+        }
+
+        /** The certificate behind a failed handshake, if the failure was that it is not trusted. */
+        public static Untrusted untrusted(Throwable e) {
+            for (Throwable t = e; t != null; t = t.getCause()) if (t instanceof Untrusted u) return u;
+            return null;
+        }
+
+        /** Trusts exactly one certificate, by fingerprint. */
+        private static final class Pinned extends javax.net.ssl.X509ExtendedTrustManager {
+            private final String pin;
+
+            Pinned(String pin) { this.pin = pin; }
+
+            private void check(java.security.cert.X509Certificate[] chain) throws java.security.cert.CertificateException {
+                if (chain == null || chain.length == 0) throw new Untrusted("the relay presented no certificate");
+                String actual = fingerprint(chain[0]);
+                if (!MessageDigest.isEqual(actual.getBytes(StandardCharsets.US_ASCII), pin.getBytes(StandardCharsets.US_ASCII))) {
+                    throw new Untrusted("the relay's certificate " + actual + " does not match the pinned " + pin);
+                }
+            }
+
+            @Override public void checkServerTrusted(java.security.cert.X509Certificate[] chain, String authType) throws java.security.cert.CertificateException { check(chain); }
+            @Override public void checkServerTrusted(java.security.cert.X509Certificate[] chain, String authType, java.net.Socket socket) throws java.security.cert.CertificateException { check(chain); }
+            @Override public void checkServerTrusted(java.security.cert.X509Certificate[] chain, String authType, javax.net.ssl.SSLEngine engine) throws java.security.cert.CertificateException { check(chain); }
+            @Override public void checkClientTrusted(java.security.cert.X509Certificate[] chain, String authType) throws java.security.cert.CertificateException { throw new java.security.cert.CertificateException("not a server"); }
+            @Override public void checkClientTrusted(java.security.cert.X509Certificate[] chain, String authType, java.net.Socket socket) throws java.security.cert.CertificateException { throw new java.security.cert.CertificateException("not a server"); }
+            @Override public void checkClientTrusted(java.security.cert.X509Certificate[] chain, String authType, javax.net.ssl.SSLEngine engine) throws java.security.cert.CertificateException { throw new java.security.cert.CertificateException("not a server"); }
+            @Override public java.security.cert.X509Certificate[] getAcceptedIssuers() { return new java.security.cert.X509Certificate[0]; }
+        }
+
+        // --- PEM
+
+        static List<java.security.cert.X509Certificate> readCertificates(Path pem) throws IOException, java.security.GeneralSecurityException {
+            var factory = java.security.cert.CertificateFactory.getInstance("X.509");
+            try (InputStream in = Files.newInputStream(pem)) {
+                List<java.security.cert.X509Certificate> out = new ArrayList<>();
+                for (var c : factory.generateCertificates(in)) out.add((java.security.cert.X509Certificate) c);
+                return out;
+            } catch (java.security.cert.CertificateException e) {
+                throw new IOException(pem + " is not a PEM certificate file: " + e.getMessage());
+            }
+        }
+
+        /** PKCS#8 ("PRIVATE KEY", RSA, EC or Ed25519) or PKCS#1 ("RSA PRIVATE KEY"); not encrypted. */
+        static java.security.PrivateKey readPrivateKey(Path pem) throws IOException {
+            String text = Files.readString(pem, StandardCharsets.US_ASCII);
+            var m = java.util.regex.Pattern.compile("-----BEGIN ([A-Z ]+)-----([A-Za-z0-9+/=\\s]+)-----END \\1-----").matcher(text);
+            if (!m.find()) throw new IOException(pem + " holds no PEM private key");
+            String type = m.group(1);
+            byte[] der = java.util.Base64.getMimeDecoder().decode(m.group(2));
+            byte[] pkcs8 = switch (type) {
+                case "PRIVATE KEY" -> der;
+                case "RSA PRIVATE KEY" -> pkcs1ToPkcs8(der);
+                default -> throw new IOException(pem + " holds a \"" + type + "\" key; convert it to an unencrypted PKCS#8 key with: "
+                        + "openssl pkcs8 -topk8 -nocrypt -in " + pem + " -out key.pk8.pem");
+            };
+            var spec = new java.security.spec.PKCS8EncodedKeySpec(pkcs8);
+            for (String algorithm : List.of("RSA", "EC", "Ed25519", "Ed448", "RSASSA-PSS")) {
+                try {
+                    return java.security.KeyFactory.getInstance(algorithm).generatePrivate(spec);
+                } catch (java.security.GeneralSecurityException e) {
+                    // try the next algorithm
+                }
+            }
+            throw new IOException(pem + ": not an RSA, EC or EdDSA private key");
+        }
+
+        /** Wraps a PKCS#1 RSA key in a PKCS#8 PrivateKeyInfo (version 0, rsaEncryption, the key). */
+        private static byte[] pkcs1ToPkcs8(byte[] pkcs1) {
+            byte[] head = HexFormat.of().parseHex("020100300d06092a864886f70d0101010500");
+            byte[] octets = der(0x04, pkcs1);
+            byte[] body = new byte[head.length + octets.length];
+            System.arraycopy(head, 0, body, 0, head.length);
+            System.arraycopy(octets, 0, body, head.length, octets.length);
+            return der(0x30, body);
+        }
+
+        private static byte[] der(int tag, byte[] content) {
+            int n = content.length;
+            byte[] length = n < 0x80 ? new byte[] {(byte) n}
+                    : n < 0x100 ? new byte[] {(byte) 0x81, (byte) n}
+                    : n < 0x10000 ? new byte[] {(byte) 0x82, (byte) (n >> 8), (byte) n}
+                    : new byte[] {(byte) 0x83, (byte) (n >> 16), (byte) (n >> 8), (byte) n};
+            byte[] out = new byte[1 + length.length + n];
+            out[0] = (byte) tag;
+            System.arraycopy(length, 0, out, 1, length.length);
+            System.arraycopy(content, 0, out, 1 + length.length, n);
+            return out;
+        }
+
+        // --- bridges between TLS sockets and the plain event loops
+
+        /** The visitor's or client's own address for a loopback connection a {@link Front} made, else the peer's. */
+        public static InetSocketAddress peerOf(SocketChannel ch) {
+            try {
+                if (ch.getRemoteAddress() instanceof InetSocketAddress remote) {
+                    if (remote.getAddress().isLoopbackAddress()) {
+                        InetSocketAddress real = BRIDGED.get(remote.getPort());
+                        if (real != null) return real;
+                    }
+                    return remote;
+                }
+            } catch (IOException e) {
+                // closed: no address
+            }
+            return null;
+        }
+
+        /** Admission of connections that have not identified themselves yet (see arps's handshake limits). */
+        public interface Gate {
+            boolean enter(java.net.InetAddress address, String port);
+
+            void leave(java.net.InetAddress address);
+        }
+
+        /**
+         * Accepts TLS on {@code server}, completes each handshake within the deadline, then connects to
+         * the plain listener at {@code inner} and copies bytes both ways until both directions end.
+         */
+        public static final class Front implements AutoCloseable {
+            private final javax.net.ssl.SSLContext context;
+            private final java.net.ServerSocket server;
+            private final InetSocketAddress inner;
+            private final int handshakeMillis;
+            private final Gate gate;
+            private final String name;
+
+            public Front(javax.net.ssl.SSLContext context, java.net.ServerSocket server, InetSocketAddress inner,
+                         int handshakeMillis, Gate gate, String name) {
+                this.context = context;
+                this.server = server;
+                this.inner = inner;
+                this.handshakeMillis = handshakeMillis;
+                this.gate = gate;
+                this.name = name;
+                Thread.ofPlatform().daemon().name("arp-tls-accept-" + name).start(this::acceptLoop);
+            }
+
+            private void acceptLoop() {
+                while (!server.isClosed()) {
+                    java.net.Socket socket;
+                    try {
+                        socket = server.accept();
+                    } catch (IOException e) {
+                        if (server.isClosed()) return;
+                        Log.error(name + " port: accept failed: " + e.getMessage() + "; pausing it for 100 ms");
+                        try {
+                            Thread.sleep(100);
+                        } catch (InterruptedException ie) {
+                            return;
+                        }
+                        continue;
+                    }
+                    if (!gate.enter(socket.getInetAddress(), name)) {
+                        Sockets.closeQuietly(socket);
+                        continue;
+                    }
+                    Thread.ofVirtual().name("arp-tls-" + name).start(() -> bridge(socket));
+                }
+            }
+
+            private void bridge(java.net.Socket socket) {
+                var peer = (InetSocketAddress) socket.getRemoteSocketAddress();
+                java.net.Socket plain = null;
+                var deadline = DEADLINES.schedule(() -> Sockets.closeQuietly(socket), handshakeMillis, java.util.concurrent.TimeUnit.MILLISECONDS);
+                try {
+                    Sockets.tune(socket);
+                    var tls = (javax.net.ssl.SSLSocket) context.getSocketFactory().createSocket(socket, null, socket.getPort(), true);
+                    tls.setUseClientMode(false);
+                    tls.startHandshake();
+                    deadline.cancel(false);
+                    plain = new java.net.Socket();
+                    plain.bind(new InetSocketAddress(inner.getAddress(), 0));
+                    int port = plain.getLocalPort();
+                    BRIDGED.put(port, peer);
+                    try {
+                        plain.connect(inner, 5000);
+                        plain.setTcpNoDelay(true);
+                    } catch (IOException e) {
+                        BRIDGED.remove(port);
+                        throw e;
+                    }
+                    gate.leave(peer.getAddress());
+                    pump(tls, plain, () -> BRIDGED.remove(port));
+                    return;
+                } catch (IOException | RuntimeException e) {
+                    Log.debug(name + " port: TLS from " + peer.getAddress().getHostAddress() + " failed: " + e.getMessage());
+                    deadline.cancel(false);
+                    Sockets.closeQuietly(socket);
+                    Sockets.closeQuietly(plain);
+                }
+                gate.leave(peer.getAddress());
+            }
+
+            @Override
+            public void close() { Sockets.closeQuietly(server); }
+        }
+
+        /** Loopback listener for arpc: every connection to it continues to the relay over TLS. */
+        public static final class Dialer implements AutoCloseable {
+            private final java.net.ServerSocket local;
+            private final javax.net.ssl.SSLContext context;
+            private final String host;
+            private final int port;
+            private final boolean checkHost;
+
+            public Dialer(javax.net.ssl.SSLContext context, String host, int port, boolean checkHost) throws IOException {
+                this.context = context;
+                this.host = host;
+                this.port = port;
+                this.checkHost = checkHost;
+                this.local = new java.net.ServerSocket(0, 1024, java.net.InetAddress.getLoopbackAddress());
+                Thread.ofPlatform().daemon().name("arpc-tls-dialer").start(this::acceptLoop);
+            }
+
+            public InetSocketAddress address() { return (InetSocketAddress) local.getLocalSocketAddress(); }
+
+            private void acceptLoop() {
+                while (!local.isClosed()) {
+                    try {
+                        java.net.Socket plain = local.accept();
+                        Thread.ofVirtual().name("arpc-tls-data").start(() -> {
+                            try {
+                                plain.setTcpNoDelay(true);
+                                pump(connect(context, host, port, checkHost, 10_000), plain, () -> {});
+                            } catch (IOException | RuntimeException e) {
+                                Log.debug("TLS data connection to " + host + ":" + port + " failed: " + e.getMessage());
+                                Sockets.closeQuietly(plain);
+                            }
+                        });
+                    } catch (IOException e) {
+                        if (local.isClosed()) return;
+                    }
+                }
+            }
+
+            @Override
+            public void close() { Sockets.closeQuietly(local); }
+        }
+
+        /** Copies both ways on two virtual threads; half-closes pass through; all is closed when both end. */
+        static void pump(java.net.Socket a, java.net.Socket b, Runnable whenClosed) {
+            AtomicInteger running = new AtomicInteger(2);
+            Runnable ended = () -> {
+                if (running.decrementAndGet() == 0) {
+                    Sockets.closeQuietly(a);
+                    Sockets.closeQuietly(b);
+                    whenClosed.run();
+                }
+            };
+            Thread.ofVirtual().name("arp-tls-pump").start(() -> copy(a, b, ended));
+            Thread.ofVirtual().name("arp-tls-pump").start(() -> copy(b, a, ended));
+        }
+
+        private static void copy(java.net.Socket from, java.net.Socket to, Runnable ended) {
+            byte[] buffer = new byte[16 * 1024];
+            try {
+                InputStream in = from.getInputStream();
+                OutputStream out = to.getOutputStream();
+                int n;
+                while ((n = in.read(buffer)) >= 0) out.write(buffer, 0, n);
+                try {
+                    to.shutdownOutput();
+                } catch (IOException | UnsupportedOperationException e) {
+                    Sockets.closeQuietly(to); // TLS 1.2 has no half-close
+                }
+            } catch (IOException e) {
+                Sockets.closeQuietly(from); // broken: end the other direction too
+                Sockets.closeQuietly(to);
+            } finally {
+                ended.run();
+            }
+        }
+    }
+
+    /** A secret given as an option, else in a file (first line), else in an environment variable. */
+    public static String resolveSecret(String option, Path file, String envName) throws IOException {
+        if (option != null) return option;
+        if (file != null) {
+            String first = Files.readAllLines(file, StandardCharsets.UTF_8).stream().findFirst().orElse("").strip();
+            if (first.isEmpty()) throw new IOException(file + " is empty: its first line must be the secret");
+            return first;
+        }
+        String env = System.getenv(envName);
+        return env == null || env.isEmpty() ? null : env;
+    }
+
     /** Client ids travel in URLs and logs: keep them to a safe, bounded alphabet. */
     public static boolean validClientId(String id) {
         if (id == null || id.isEmpty() || id.length() > 128) return false;
@@ -1183,5 +1749,6 @@ public final class Protocol {
     }
 
     /** The additions this version speaks, in a fixed order so Hello is the same bytes every run. */
-    static final List<String> OUR_FEATURES = List.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER, FEATURE_TCP_PORTS, FEATURE_REUSE);
+    static final List<String> OUR_FEATURES = List.of(FEATURE_HEARTBEAT, FEATURE_HANDOVER, FEATURE_TCP_PORTS, FEATURE_REUSE,
+            FEATURE_TOKENS);
 }

@@ -40,6 +40,66 @@ class ProtocolTest {
     }
 
     @Test
+    void additionsLeaveTheOriginalFramesAsTheyWere() {
+        assertEquals("{\"RegisterResult\":{\"success\":false,\"error\":\"x\"}}", Frames.toJson(new RegisterResult(false, "x", null)));
+        assertEquals("{\"RegisterResult\":{\"success\":false,\"error\":\"x\",\"retry\":true}}", Frames.toJson(new RegisterResult(false, "x", true)));
+        assertEquals("{\"NewProxyConn\":{\"proxy_conn_id\":\"1f\",\"client_id\":\"c\",\"handover\":true,\"reuse\":true,\"proof\":\"p\"}}",
+                Frames.toJson(new NewProxyConn("1f", "c", true, true, "p")));
+    }
+
+    @Test
+    void hostAndCookieCarryTheTokenAndOurCookieIsTakenOut() throws Exception {
+        Arps.RequestHead head = parse("GET /a?x=1 HTTP/1.1\r\nHost: Alice.T.example.com:17003\r\n"
+                + "Cookie: a=1; arp_token=bob; c=3\r\nAccept: text/html\r\n\r\n", "t.example.com");
+        assertEquals("Alice", head.token());
+        assertEquals(Arps.RequestHead.TokenSource.HOST, head.source());
+        String forwarded = new String(head.bytes(), StandardCharsets.ISO_8859_1);
+        assertEquals("GET /a?x=1 HTTP/1.1\r\nHost: Alice.T.example.com:17003\r\nCookie: a=1; c=3\r\nAccept: text/html\r\n\r\n", forwarded);
+
+        head = parse("GET / HTTP/1.1\r\nHost: other.example.com\r\nCookie: arp_token=bob\r\n\r\n", "t.example.com");
+        assertEquals("bob", head.token());
+        assertEquals(Arps.RequestHead.TokenSource.COOKIE, head.source());
+        assertEquals("GET / HTTP/1.1\r\nHost: other.example.com\r\n\r\n", new String(head.bytes(), StandardCharsets.ISO_8859_1));
+
+        head = parse("GET /p?token=q&y=2 HTTP/1.1\r\nSec-Fetch-Mode: navigate\r\nCookie: arp_token=bob\r\n\r\n", null);
+        assertEquals("q", head.token());
+        assertTrue(head.isBrowserNavigationWithQueryToken());
+        assertEquals("/p?y=2", head.target());
+        assertTrue(!parse("POST /p?token=q HTTP/1.1\r\nAccept: text/html\r\n\r\n", null).isBrowserNavigationWithQueryToken());
+        assertTrue(!parse("GET /p?token=q HTTP/1.1\r\nAccept: */*\r\n\r\n", null).isBrowserNavigationWithQueryToken());
+        assertTrue(!parse("GET /p HTTP/1.1\r\nX-Arp-Token: h\r\nAccept: text/html\r\n\r\n", null).isBrowserNavigationWithQueryToken());
+    }
+
+    private static Arps.RequestHead parse(String head, String domain) throws Exception {
+        byte[] b = head.getBytes(StandardCharsets.ISO_8859_1);
+        return Arps.RequestHead.parse(b, Arps.RequestHead.findEnd(b, b.length), domain);
+    }
+
+    @Test
+    void pinsAreNormalisedAndMalformedOnesRejected() {
+        String hex = "ab".repeat(32);
+        assertEquals("sha256:" + hex, Protocol.Tls.normalizePin("SHA256:" + hex.toUpperCase()));
+        assertEquals("sha256:" + hex, Protocol.Tls.normalizePin(hex.replaceAll("(..)(?!$)", "$1:")));
+        assertNull(Protocol.Tls.normalizePin("sha256:abc"));
+        assertNull(Protocol.Tls.normalizePin("sha1:" + hex));
+    }
+
+    /** openssl writes RSA keys as PKCS#8 by default and as PKCS#1 with -traditional: both load. */
+    @Test
+    void pemKeysInBothRsaFormsLoad(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        for (String form : List.of("pkcs8", "pkcs1")) {
+            java.nio.file.Path key = dir.resolve(form + ".pem");
+            List<String> command = new java.util.ArrayList<>(List.of("openssl", "genrsa", "-out", key.toString(), "2048"));
+            if (form.equals("pkcs1")) command.add(2, "-traditional");
+            Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
+            assertEquals(0, p.waitFor(), new String(p.getInputStream().readAllBytes()));
+            String text = java.nio.file.Files.readString(key);
+            assertTrue(text.contains(form.equals("pkcs1") ? "BEGIN RSA PRIVATE KEY" : "BEGIN PRIVATE KEY"), text);
+            assertEquals("RSA", Protocol.Tls.readPrivateKey(key).getAlgorithm());
+        }
+    }
+
+    @Test
     void originalFramesDecode() throws Exception {
         String json = "{\"RegisterResult\":{\"success\":false,\"error\":\"nope\"}}";
         assertEquals(new RegisterResult(false, "nope"), decode(json));
@@ -51,7 +111,11 @@ class ProtocolTest {
     void additionsRoundTrip() throws Exception {
         for (Message m : List.of(new Hello(1, List.of("heartbeat", "handover"), 17003), new Ping(),
                 new NewProxyConn("x", "y", true), new Protocol.StartProxy("1.2.3.4:5"),
-                new Protocol.ProxyStarted(), new Protocol.ProxyFailed("down"))) {
+                new Protocol.ProxyStarted(), new Protocol.ProxyFailed("down"),
+                new Hello(1, List.of("tokens"), null, "ab", "cd", true, "t.example.com"),
+                new NewProxyConn("x", "y", true, true, "proof"), new RegisterResult(false, "in use", true),
+                new Protocol.Challenge("n", "p"), new Protocol.Auth("p"), new Protocol.AddTokens(List.of("alice", "bob")),
+                new Protocol.AddTokensResult(false, "taken"))) {
             byte[] frame = Frames.encode(m);
             assertEquals(frame.length - 4, ByteBuffer.wrap(frame).getInt());
             assertEquals(m, Frames.read(new ByteArrayInputStream(frame)));
