@@ -1,5 +1,6 @@
 package arp.tests;
 
+import arp.tests.support.Deps;
 import arp.tests.support.Proc;
 import arp.tests.support.RawHttp;
 import arp.tests.support.TestEnv;
@@ -12,7 +13,6 @@ import org.junit.jupiter.api.extension.RegisterExtension;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -33,7 +33,7 @@ class LauncherTest {
     @Timeout(600)
     @DisabledIfEnvironmentVariable(named = "ARP_SKIP_LAUNCHER_TEST", matches = "1")
     void jbangLauncherServesAPythonHttpServerThroughTheTunnel() throws Exception {
-        Path repo = repoRoot();
+        Path repo = Deps.repoRoot();
         Path launcher = repo.resolve("jbang");
         assertTrue(Files.isExecutable(launcher), "no executable launcher at " + launcher);
 
@@ -63,17 +63,5 @@ class LauncherTest {
         Proc curl = env.start("curl", List.of("curl", "-sS", "--max-time", "30", "http://127.0.0.1:" + pub + "/?token=" + id), null);
         assertEquals(0, curl.awaitExit(Duration.ofSeconds(40)), curl::stderrText);
         assertTrue(curl.stdoutText().contains("arp-launcher-probe.txt"), () -> "directory listing:\n" + curl.stdoutText());
-    }
-
-    /** -Darp.repo, else the nearest directory at or above the working directory holding Arps.java. */
-    static Path repoRoot() {
-        String prop = System.getProperty("arp.repo", System.getenv("ARP_REPO"));
-        if (prop != null) return Path.of(prop).toAbsolutePath();
-        List<Path> tried = new ArrayList<>();
-        for (Path p = Path.of("").toAbsolutePath(); p != null; p = p.getParent()) {
-            if (Files.isRegularFile(p.resolve("Arps.java"))) return p;
-            tried.add(p);
-        }
-        throw new AssertionError("repository root not found (no Arps.java in " + tried + "); run from inside the repo or pass -Darp.repo=DIR");
     }
 }

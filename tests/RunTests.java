@@ -11,6 +11,7 @@
 //MAIN arp.tests.RunTests
 package arp.tests;
 
+import arp.tests.support.Deps;
 import org.junit.platform.engine.TestExecutionResult;
 import org.junit.platform.engine.discovery.ClassNameFilter;
 import org.junit.platform.engine.discovery.DiscoverySelectors;
@@ -36,12 +37,19 @@ import java.util.regex.Pattern;
 
 /**
  * Runs the end-to-end tests: {@code ./jbang tests/RunTests.java [ClassNameSubstring...]}.
+ * First runs {@code tests/install-deps}, which installs the real clients some tests drive (PostgreSQL,
+ * Chromium, playwright-core) when they are missing and is silent otherwise; if it fails, no test runs.
  * Discovers the test classes in the jar jbang built for this script (its own code source), prints one
  * line per test as it finishes, the failures' stack traces at the end, then {@code N passed, N failed}.
  * Exits 1 on any failure, or when no test ran (e.g. a filter that matches nothing).
  */
 public class RunTests {
     public static void main(String[] args) throws Exception {
+        String installFailure = Deps.install();
+        if (installFailure != null) {
+            System.err.println("Cannot run the tests: " + installFailure);
+            System.exit(1);
+        }
         Path root = Path.of(RunTests.class.getProtectionDomain().getCodeSource().getLocation().toURI());
         LauncherDiscoveryRequestBuilder request = LauncherDiscoveryRequestBuilder.request()
                 .selectors(DiscoverySelectors.selectClasspathRoots(Set.of(root)))

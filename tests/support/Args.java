@@ -11,6 +11,7 @@ import java.util.Map;
  */
 public final class Args {
     private final LinkedHashMap<String, String> opts = new LinkedHashMap<>(); // null value = flag
+    private final List<String> repeated = new ArrayList<>(); // "--opt", "value" pairs of repeatable options
 
     public Args set(String opt, Object value) {
         opts.put(opt, String.valueOf(value));
@@ -22,8 +23,21 @@ public final class Args {
         return this;
     }
 
+    /** One more value of a repeatable option (e.g. arpc {@code --token}); given after the others. */
+    public Args add(String opt, Object value) {
+        repeated.add(opt);
+        repeated.add(String.valueOf(value));
+        return this;
+    }
+
     public Args remove(String opt) {
         opts.remove(opt);
+        for (int i = repeated.size() - 2; i >= 0; i -= 2) {
+            if (repeated.get(i).equals(opt)) {
+                repeated.remove(i + 1);
+                repeated.remove(i);
+            }
+        }
         return this;
     }
 
@@ -45,6 +59,7 @@ public final class Args {
             out.add(e.getKey());
             if (e.getValue() != null) out.add(e.getValue());
         }
+        out.addAll(repeated);
         return out;
     }
 

@@ -60,6 +60,14 @@ public final class FakeClient implements AutoCloseable {
     }
 
     /**
+     * Connects to the control port and sends nothing: the test drives the registration itself with
+     * {@link #send} and {@link #next} (e.g. an authenticated one, see {@link Auth}).
+     */
+    public static FakeClient connect(int controlPort, String clientId) throws IOException {
+        return new FakeClient(controlPort, clientId);
+    }
+
+    /**
      * Connects to the control port, sends Register (and Hello when {@code hello}), and waits for
      * RegisterResult (and the server's Hello). Frames that arrive in between (RequestNewProxyConn) are kept
      * for {@link #nextProxyRequest}.
@@ -140,6 +148,13 @@ public final class FakeClient implements AutoCloseable {
     }
 
     public static boolean isEof(JsonNode f) { return f == EOF; }
+
+    /** Puts frames taken early back in front of the inbox, in their order. */
+    void requeue(java.util.Collection<JsonNode> frames) {
+        synchronized (requeued) {
+            requeued.addAll(frames);
+        }
+    }
 
     /** The proxy_conn_id of the next RequestNewProxyConn; answers server Pings, skips Pongs. */
     public String nextProxyRequest(Duration timeout) throws IOException {

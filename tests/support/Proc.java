@@ -199,6 +199,27 @@ public final class Proc implements AutoCloseable {
     /** SIGTERM (Process.destroy on Unix). */
     public void sigterm() { process.destroy(); }
 
+    /** SIGKILL (Process.destroyForcibly on Unix): no shutdown hook runs, the kernel closes the sockets. */
+    public void sigkill() { process.destroyForcibly(); }
+
+    /**
+     * Any signal by name ({@code STOP}, {@code CONT}, ...) with {@code kill(1)}. A stopped process keeps
+     * its sockets open but answers nothing, like a machine that dropped off the network.
+     */
+    public void signal(String name) {
+        try {
+            Process k = new ProcessBuilder("kill", "-" + name, String.valueOf(process.pid())).redirectErrorStream(true).start();
+            if (!k.waitFor(10, TimeUnit.SECONDS) || k.exitValue() != 0) {
+                throw new AssertionError("kill -" + name + " " + process.pid() + " failed: " + new String(k.getInputStream().readAllBytes(), StandardCharsets.UTF_8));
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new AssertionError("interrupted while sending SIG" + name);
+        }
+    }
+
     public String dump(int maxLines) {
         StringBuilder sb = new StringBuilder();
         String state = process.isAlive() ? "running" : "exit " + process.exitValue();

@@ -92,7 +92,13 @@ public final class TestEnv implements AfterEachCallback {
     }
 
     private synchronized Proc startJava(String name, String main, Args args) {
-        Proc p = Procs.startJava(name, main, args.toList(), childEnv());
+        return startJava(name, main, args, Map.of());
+    }
+
+    private synchronized Proc startJava(String name, String main, Args args, Map<String, String> extraEnv) {
+        Map<String, String> env = childEnv();
+        env.putAll(extraEnv);
+        Proc p = Procs.startJava(name, main, args.toList(), env);
         procs.add(p);
         return own(p);
     }
@@ -104,6 +110,8 @@ public final class TestEnv implements AfterEachCallback {
     private Map<String, String> childEnv() {
         Map<String, String> env = new HashMap<>();
         env.put("ARP_LOG", null);
+        env.put("ARP_SECRET", null); // arpc's secret from the environment
+        env.put("ARPS_SECRET", null); // arps's
         env.put("ARP_CONFIG_DIR", dir("env-config-dir").toString());
         return env;
     }
@@ -114,6 +122,9 @@ public final class TestEnv implements AfterEachCallback {
     }
 
     public Proc startArps(Args args) { return startJava("arps", Procs.ARPS_MAIN, args); }
+
+    /** arps with variables added to its environment (e.g. ARPS_SECRET). */
+    public Proc startArps(Args args, Map<String, String> extraEnv) { return startJava("arps", Procs.ARPS_MAIN, args, extraEnv); }
 
     /** arps on ephemeral ports; waits for its ready line. {@code overrides}: "--opt", "value" pairs. */
     public Relay arps(String... overrides) { return arps(arpsArgs().merge(overrides)); }
@@ -133,6 +144,9 @@ public final class TestEnv implements AfterEachCallback {
     }
 
     public Proc startArpc(Args args) { return startJava("arpc", Procs.ARPC_MAIN, args); }
+
+    /** arpc with variables added to its environment (e.g. ARP_SECRET). */
+    public Proc startArpc(Args args, Map<String, String> extraEnv) { return startJava("arpc", Procs.ARPC_MAIN, args, extraEnv); }
 
     /** arpc in tunnel mode to 127.0.0.1:{@code localPort}; waits for its registered line. */
     public Client arpc(Relay relay, int localPort, String... overrides) {
