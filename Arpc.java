@@ -2,6 +2,7 @@
 //JAVA 21+
 //JAVA_OPTIONS -XX:+UseG1GC -Xms32m -Xmx512m -XX:MaxNewSize=32m -XX:MaxDirectMemorySize=1g
 //DEPS info.picocli:picocli:4.7.7
+//DEPS io.undertow:undertow-core:2.4.4.Final
 //SOURCES Protocol.java
 package arp;
 
@@ -63,6 +64,10 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.time.Instant;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.util.concurrent.ThreadLocalRandom;
 
 /**
@@ -113,6 +118,36 @@ public final class Arpc implements Callable<Integer> {
     @Option(names = "--tls-pin", paramLabel = "sha256:HEX", description = "Trust exactly the relay certificate with this fingerprint, as arps prints it (implies --tls).")
     String tlsPin;
 
+    @Option(names = "--command-mode", description = "Instead of a local service, expose arpc's own HTTP API that runs coding agents (Claude Code, Codex, Gemini) on this machine.")
+    boolean commandMode;
+
+    @Option(names = "--api-port", paramLabel = "PORT", description = "Command mode: also the local port of the API on 127.0.0.1 (default: any free port).")
+    Integer apiPort;
+
+    @Option(names = "--api-key", paramLabel = "KEY", description = "Command mode: the API key callers send as 'Authorization: Bearer KEY' (default: $ARP_API_KEY, else the one in the config, made on first start).")
+    String apiKey;
+
+    @Option(names = "--cors-origins", split = ",", paramLabel = "ORIGIN", description = "Command mode: browser origins allowed to call the API (comma-separated, e.g. https://app.example.com; default: none).")
+    List<String> corsOrigins = new ArrayList<>();
+
+    @Option(names = "--max-sessions", defaultValue = "4", paramLabel = "N", description = "Command mode: agent runs at once; more get 429 (default: ${DEFAULT-VALUE}).")
+    int maxSessions;
+
+    @Option(names = "--max-run-time", defaultValue = "0", paramLabel = "SECONDS", description = "Command mode: stop a run that takes longer (default: no limit).")
+    long maxRunTime;
+
+    @Option(names = "--proxy-ports", split = ",", paramLabel = "PORT", description = "Command mode: local ports that /proxy/{port}/... may reach (comma-separated; default: none).")
+    List<Integer> proxyPorts = new ArrayList<>();
+
+    @Option(names = "--enable-mcp", description = "Command mode: also serve the Model Context Protocol at /mcp (Streamable HTTP), on --mcp-port and through the relay.")
+    boolean enableMcp;
+
+    @Option(names = "--mcp-port", defaultValue = "9021", paramLabel = "PORT", description = "Command mode: the MCP server's port on 127.0.0.1 (default: ${DEFAULT-VALUE}; 0 = any free port).")
+    int mcpPort;
+
+    @Option(names = "--approval-timeout", defaultValue = "300", paramLabel = "SECONDS", description = "Command mode: a permission request nobody answers is denied after this long (default: ${DEFAULT-VALUE}).")
+    int approvalTimeout;
+
     @Option(names = "--heartbeat", defaultValue = "20", paramLabel = "SECONDS", description = "Interval of heartbeats to the relay; 3 missed answers mean the relay is gone (default: ${DEFAULT-VALUE}).")
     int heartbeat;
 
@@ -152,12 +187,23 @@ public final class Arpc implements Callable<Integer> {
         Path dir = configDir != null ? configDir
                 : System.getenv("ARP_CONFIG_DIR") != null ? Path.of(System.getenv("ARP_CONFIG_DIR"))
                 : Path.of(System.getProperty("user.home"), ".arp-client");
+        CommandMode command = null;
         InetSocketAddress local;
-        try {
-            local = new InetSocketAddress(InetAddress.getByName(localAddr), localPort);
-        } catch (UnknownHostException e) {
-            System.err.println("arpc: --local-addr " + localAddr + " cannot be resolved");
-            return 2;
+        if (commandMode) {
+            try {
+                command = CommandMode.start(this, dir);
+            } catch (IOException | RuntimeException e) {
+                System.err.println("arpc: cannot start command mode: " + e.getMessage());
+                return 1;
+            }
+            local = command.address();
+        } else {
+            try {
+                local = new InetSocketAddress(InetAddress.getByName(localAddr), localPort);
+            } catch (UnknownHostException e) {
+                System.err.println("arpc: --local-addr " + localAddr + " cannot be resolved");
+                return 2;
+            }
         }
         byte[] installKey;
         byte[] secretBytes;
@@ -171,19 +217,41 @@ public final class Arpc implements Callable<Integer> {
             }
         } catch (IOException | java.security.GeneralSecurityException e) {
             System.err.println("arpc: " + e.getMessage());
+            if (command != null) command.stop();
             return 2;
         }
         Tunnel tunnel = new Tunnel(this, id, local, secretBytes, Proofs.ownerTag(installKey, id), tlsContext);
-        Runtime.getRuntime().addShutdownHook(new Thread(tunnel::stop, "arpc-shutdown"));
-        return tunnel.run();
+        CommandMode started = command;
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            tunnel.stop();
+            if (started != null) started.stop(); // agents' process trees are stopped, not orphaned
+        }, "arpc-shutdown"));
+        int code = tunnel.run();
+        if (command != null) command.stop();
+        return code;
     }
 
     private String checkOptions() {
-        if (localPort == null) return "--local-port is required: the port of the local service to expose";
+        if (commandMode && localPort != null) return "--local-port and --command-mode exclude each other: command mode exposes arpc's own API";
+        if (!commandMode && localPort == null) return "--local-port is required: the port of the local service to expose (or --command-mode)";
+        if (!commandMode && (apiPort != null || apiKey != null || !corsOrigins.isEmpty() || !proxyPorts.isEmpty() || enableMcp)) {
+            return "--api-port, --api-key, --cors-origins, --proxy-ports and --enable-mcp need --command-mode";
+        }
+        if (mcpPort < 0 || mcpPort > 65535) return "--mcp-port must be 0..65535, not " + mcpPort;
+        if (enableMcp && apiPort != null && apiPort != 0 && apiPort == mcpPort) return "--mcp-port and --api-port must differ";
+        if (approvalTimeout < 1 || approvalTimeout > 86400) return "--approval-timeout must be 1..86400 seconds";
+        if (apiPort != null && (apiPort < 0 || apiPort > 65535)) return "--api-port must be 0..65535, not " + apiPort;
+        if (apiKey != null && apiKey.length() < 16) return "--api-key must have at least 16 characters";
+        if (maxSessions < 1 || maxSessions > 1000) return "--max-sessions must be 1..1000, not " + maxSessions;
+        if (maxRunTime < 0) return "--max-run-time must be 0 (no limit) or more seconds";
+        for (int port : proxyPorts) if (port < 1 || port > 65535) return "--proxy-ports must list ports 1..65535, not " + port;
+        for (String origin : corsOrigins) {
+            if (!origin.matches("https?://[^/\\s]+")) return "--cors-origins takes origins such as https://app.example.com, not '" + origin + "'";
+        }
         for (var p : List.of(java.util.Map.entry("--control-port", controlPort), java.util.Map.entry("--proxy-port", proxyPort))) {
             if (p.getValue() < 1 || p.getValue() > 65535) return p.getKey() + " must be 1..65535, not " + p.getValue();
         }
-        if (localPort < 1 || localPort > 65535) return "--local-port must be 1..65535, not " + localPort;
+        if (localPort != null && (localPort < 1 || localPort > 65535)) return "--local-port must be 1..65535, not " + localPort;
         if (clientId != null && !Protocol.validClientId(clientId)) {
             return "--client-id must be 1-128 characters from A-Z a-z 0-9 . _ ~ -";
         }
@@ -226,6 +294,21 @@ public final class Arpc implements Callable<Integer> {
                 Log.warn("cannot write " + dir.resolve("config") + " (" + e + "); a restarted arpc will not be recognised as this one");
             }
             return HexFormat.of().parseHex(key);
+        }
+
+        /** The command-mode API key, and whether it was made just now (then it is shown once). */
+        record ApiKey(String value, boolean generated) {}
+
+        /** The key given (option or environment), else the one stored in the config, else a new one, stored. */
+        static ApiKey apiKey(Path dir, String given) throws IOException {
+            if (given != null && !given.isBlank()) return new ApiKey(given.trim(), false);
+            Map<String, String> values = read(dir);
+            String stored = values.get("api-key");
+            if (stored != null && stored.length() >= 16) return new ApiKey(stored, false);
+            String made = java.util.Base64.getUrlEncoder().withoutPadding().encodeToString(Proofs.randomBytes(32));
+            values.put("api-key", made);
+            write(dir, values);
+            return new ApiKey(made, true);
         }
 
         static Map<String, String> read(Path dir) throws IOException {
@@ -789,6 +872,1636 @@ public final class Arpc implements Callable<Integer> {
         public void onFailure(Throwable error) {
             if (error instanceof ProtocolException) Log.warn("data connection " + connId + ": " + error.getMessage());
             abort(error instanceof EOFException ? "closed by the relay" : String.valueOf(error.getMessage()));
+        }
+    }
+
+    // ================================================================================================
+    // Command mode: an authenticated HTTP API (Undertow) that runs coding agents and streams their output
+
+    /**
+     * The API server: every request is authenticated with the API key (except CORS preflights, which
+     * carry no credentials), then served on a virtual thread, so a stream that waits for an agent's
+     * next line holds no platform thread.
+     */
+    static final class CommandMode implements io.undertow.server.HttpHandler {
+        /** Keeps Undertow's and XNIO's JUL loggers (weakly held by JUL) at WARNING, so their banners stay off stderr. */
+        private static final List<java.util.logging.Logger> QUIET = new ArrayList<>();
+        static final int MAX_BODY = 1 << 20;
+        static final int MAX_STREAMS = 256;
+
+        private final Arpc options;
+        private final byte[] key;
+        private final java.util.Set<String> corsOrigins;
+        private final java.util.Set<Integer> proxyPorts;
+        final Runs runs;
+        private final java.util.concurrent.ExecutorService requests = java.util.concurrent.Executors.newVirtualThreadPerTaskExecutor();
+        private final java.util.concurrent.atomic.AtomicInteger streams = new java.util.concurrent.atomic.AtomicInteger();
+        private final java.net.http.HttpClient proxyClient = java.net.http.HttpClient.newBuilder()
+                .version(java.net.http.HttpClient.Version.HTTP_1_1).followRedirects(java.net.http.HttpClient.Redirect.NEVER)
+                .connectTimeout(java.time.Duration.ofSeconds(5)).build();
+        private io.undertow.Undertow server;
+        private InetSocketAddress address;
+        private InetSocketAddress mcpAddress;
+        private Mcp mcp;
+
+        private CommandMode(Arpc options, byte[] key, Runs runs) {
+            this.options = options;
+            this.key = key;
+            this.corsOrigins = java.util.Set.copyOf(options.corsOrigins);
+            this.proxyPorts = java.util.Set.copyOf(options.proxyPorts);
+            this.runs = runs;
+        }
+
+        static CommandMode start(Arpc options, Path configDir) throws IOException {
+            System.setProperty("org.jboss.logging.provider", "jdk");
+            for (String name : List.of("io.undertow", "org.xnio", "org.jboss")) {
+                var logger = java.util.logging.Logger.getLogger(name);
+                logger.setLevel(java.util.logging.Level.WARNING);
+                QUIET.add(logger);
+            }
+            String given = options.apiKey != null ? options.apiKey : System.getenv("ARP_API_KEY");
+            ClientConfig.ApiKey apiKey = ClientConfig.apiKey(configDir, given);
+            Runs runs = new Runs(configDir.resolve("sessions"), options.maxSessions, options.maxRunTime, options.approvalTimeout);
+            runs.load();
+            CommandMode api = new CommandMode(options, apiKey.value().getBytes(StandardCharsets.UTF_8), runs);
+            if (options.enableMcp) api.mcp = new Mcp(runs);
+            var builder = io.undertow.Undertow.builder()
+                    .addHttpListener(options.apiPort == null ? 0 : options.apiPort, "127.0.0.1");
+            if (options.enableMcp) builder.addHttpListener(options.mcpPort, "127.0.0.1");
+            api.server = builder
+                    .setIoThreads(1)
+                    .setWorkerThreads(2) // requests run on virtual threads; workers only hand them over
+                    .setServerOption(io.undertow.UndertowOptions.MAX_HEADER_SIZE, 32 * 1024)
+                    .setServerOption(io.undertow.UndertowOptions.REQUEST_PARSE_TIMEOUT, 10_000)
+                    .setServerOption(io.undertow.UndertowOptions.NO_REQUEST_TIMEOUT, 120_000)
+                    .setHandler(api)
+                    .build();
+            try {
+                api.server.start();
+            } catch (RuntimeException e) {
+                runs.shutdown();
+                throw new IOException("cannot listen on 127.0.0.1:" + (options.apiPort == null ? 0 : options.apiPort)
+                        + ": " + (e.getCause() != null ? e.getCause().getMessage() : e.getMessage()));
+            }
+            var listeners = api.server.getListenerInfo();
+            api.address = (InetSocketAddress) listeners.get(0).getAddress();
+            if (options.enableMcp) {
+                api.mcpAddress = (InetSocketAddress) listeners.get(1).getAddress();
+                Log.info("MCP server on http://127.0.0.1:" + api.mcpAddress.getPort() + "/mcp (and /mcp through the relay)");
+            }
+            if (apiKey.generated()) {
+                System.err.println("arpc: API key (shown only now; also in " + configDir.resolve("config") + "): " + apiKey.value());
+            }
+            Log.info("command mode: API on http://127.0.0.1:" + api.address.getPort() + ", transcripts in " + runs.dir);
+            if (options.json) {
+                var line = Frames.JSON.createObjectNode().put("event", "api")
+                        .put("url", "http://127.0.0.1:" + api.address.getPort()).put("sessions_dir", runs.dir.toString());
+                if (api.mcpAddress != null) line.put("mcp_url", "http://127.0.0.1:" + api.mcpAddress.getPort() + "/mcp");
+                System.out.println(line);
+                System.out.flush();
+            }
+            return api;
+        }
+
+        InetSocketAddress address() { return address; }
+
+        private boolean stopped;
+
+        /** Once, whoever calls first (the shutdown hook or the main thread); a second caller waits for it. */
+        synchronized void stop() {
+            if (stopped) return;
+            stopped = true;
+            runs.shutdown();
+            if (server != null) server.stop();
+            requests.shutdownNow();
+        }
+
+        // --- requests
+
+        /** An answer that is not a success: its status and a message that names what was wrong. */
+        static final class ApiError extends Exception {
+            final int status;
+
+            ApiError(int status, String message) {
+                super(message, null, false, false);
+                this.status = status;
+            }
+        }
+
+        @Override
+        public void handleRequest(io.undertow.server.HttpServerExchange ex) {
+            if (ex.isInIoThread()) {
+                ex.dispatch(requests, this);
+                return;
+            }
+            ex.startBlocking();
+            try {
+                String origin = ex.getRequestHeaders().getFirst("Origin");
+                boolean allowed = origin != null && corsOrigins.contains(origin);
+                if (allowed) {
+                    ex.getResponseHeaders().put(io.undertow.util.HttpString.tryFromString("Access-Control-Allow-Origin"), origin);
+                    ex.getResponseHeaders().put(io.undertow.util.HttpString.tryFromString("Vary"), "Origin");
+                }
+                if (ex.getRequestMethod().toString().equals("OPTIONS")) {
+                    if (allowed) {
+                        ex.getResponseHeaders().put(io.undertow.util.HttpString.tryFromString("Access-Control-Allow-Methods"), "GET, POST, DELETE, PUT, PATCH, OPTIONS");
+                        ex.getResponseHeaders().put(io.undertow.util.HttpString.tryFromString("Access-Control-Allow-Headers"), "Authorization, Content-Type, Last-Event-ID, Accept");
+                        ex.getResponseHeaders().put(io.undertow.util.HttpString.tryFromString("Access-Control-Max-Age"), "600");
+                    }
+                    ex.setStatusCode(204);
+                    return;
+                }
+                if (!authorized(ex)) {
+                    ex.getResponseHeaders().put(io.undertow.util.Headers.WWW_AUTHENTICATE, "Bearer");
+                    throw new ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'");
+                }
+                route(ex);
+            } catch (ApiError e) {
+                sendError(ex, e.status, e.getMessage());
+            } catch (IOException e) {
+                Log.debug("API request " + ex.getRequestMethod() + " " + ex.getRequestPath() + ": " + e.getMessage());
+            } catch (RuntimeException | InterruptedException e) {
+                Log.warn("API request " + ex.getRequestMethod() + " " + ex.getRequestPath() + " failed: " + e);
+                sendError(ex, 500, "internal error: " + e.getClass().getSimpleName());
+            }
+        }
+
+        private boolean authorized(io.undertow.server.HttpServerExchange ex) {
+            String header = ex.getRequestHeaders().getFirst(io.undertow.util.Headers.AUTHORIZATION);
+            if (header == null || !header.regionMatches(true, 0, "Bearer ", 0, 7)) return false;
+            return java.security.MessageDigest.isEqual(key, header.substring(7).trim().getBytes(StandardCharsets.UTF_8));
+        }
+
+        private void route(io.undertow.server.HttpServerExchange ex) throws ApiError, IOException, InterruptedException {
+            String method = ex.getRequestMethod().toString();
+            String path = ex.getRequestPath();
+            if (path.startsWith("/proxy/")) {
+                proxy(ex);
+                return;
+            }
+            if (path.equals("/mcp") && mcp != null) {
+                mcp.handle(ex, corsOrigins);
+                return;
+            }
+            String[] parts = path.split("/", -1); // "", "api", "sessions", id, action
+            if (parts.length >= 3 && parts[1].equals("api") && parts[2].equals("sessions")) {
+                if (parts.length == 3 || (parts.length == 4 && parts[3].isEmpty())) {
+                    switch (method) {
+                        case "GET" -> sendJson(ex, 200, runs.listJson());
+                        case "POST" -> create(ex);
+                        default -> throw new ApiError(405, method + " is not allowed on /api/sessions (GET, POST)");
+                    }
+                    return;
+                }
+                AgentRun run = runs.find(parts[3]);
+                if (parts.length == 4) {
+                    switch (method) {
+                        case "GET" -> {
+                            if (run == null) throw new ApiError(404, "no session " + printable(parts[3]));
+                            if (wantsJson(ex)) sendJson(ex, 200, run.details());
+                            else stream(ex, run, since(ex));
+                        }
+                        case "DELETE" -> delete(ex, run, parts[3]);
+                        default -> throw new ApiError(405, method + " is not allowed on a session (GET, DELETE)");
+                    }
+                    return;
+                }
+                if (parts.length == 6 && parts[4].equals("permissions")) {
+                    if (!method.equals("POST")) throw new ApiError(405, "a permission is answered with POST");
+                    if (run == null) throw new ApiError(404, "no session " + printable(parts[3]));
+                    sendJson(ex, 200, run.answerPermission(parts[5], readJson(ex), "user"));
+                    return;
+                }
+                if (parts.length == 5 && parts[4].equals("cancel")) {
+                    if (!method.equals("POST")) throw new ApiError(405, "cancel takes POST");
+                    if (run == null) throw new ApiError(404, "no session " + printable(parts[3]));
+                    if (!run.cancel("cancelled by the user")) throw new ApiError(409, "session " + run.id + " has already finished (" + run.status() + ")");
+                    sendJson(ex, 200, Frames.JSON.createObjectNode().put("session_id", run.id).put("type", "session_cancelled"));
+                    return;
+                }
+            }
+            throw new ApiError(404, "no such route: " + method + " " + printable(path));
+        }
+
+        private static String printable(String s) {
+            String cut = s.length() > 80 ? s.substring(0, 80) + "…" : s;
+            return cut.replaceAll("[^\\x20-\\x7e]", "?");
+        }
+
+        private static boolean wantsJson(io.undertow.server.HttpServerExchange ex) {
+            String accept = ex.getRequestHeaders().getFirst(io.undertow.util.Headers.ACCEPT);
+            return accept != null && accept.contains("application/json") && !accept.contains("text/event-stream");
+        }
+
+        /** Where a reader resumes: Last-Event-ID or ?since=N (events after N), or the original's ?from_line=N (from N). */
+        private static long since(io.undertow.server.HttpServerExchange ex) throws ApiError {
+            String last = ex.getRequestHeaders().getFirst("Last-Event-ID");
+            if (last != null && !last.isBlank()) return number("Last-Event-ID", last.trim());
+            var q = ex.getQueryParameters();
+            if (q.containsKey("since")) return number("since", q.get("since").getFirst());
+            if (q.containsKey("from_line")) return Math.max(0, number("from_line", q.get("from_line").getFirst()) - 1);
+            return 0;
+        }
+
+        private static long number(String name, String value) throws ApiError {
+            try {
+                long n = Long.parseLong(value);
+                if (n >= 0) return n;
+            } catch (NumberFormatException e) {
+                // below
+            }
+            throw new ApiError(400, name + " must be a whole number of 0 or more, not '" + printable(value) + "'");
+        }
+
+        /** The request's JSON object body (at most 1 MiB; empty is {}). */
+        static com.fasterxml.jackson.databind.JsonNode readJson(io.undertow.server.HttpServerExchange ex) throws ApiError, IOException {
+            byte[] body = ex.getInputStream().readNBytes(MAX_BODY + 1);
+            if (body.length > MAX_BODY) throw new ApiError(413, "request body larger than " + MAX_BODY + " bytes");
+            com.fasterxml.jackson.databind.JsonNode json;
+            try {
+                json = body.length == 0 ? Frames.JSON.createObjectNode() : Frames.JSON.readTree(body);
+            } catch (IOException e) {
+                throw new ApiError(400, "the request body is not valid JSON");
+            }
+            if (json == null || !json.isObject()) throw new ApiError(400, "the request body must be a JSON object");
+            return json;
+        }
+
+        private void create(io.undertow.server.HttpServerExchange ex) throws ApiError, IOException, InterruptedException {
+            RunRequest request = RunRequest.parse(readJson(ex));
+            AgentRun run = runs.start(request);
+            if (wantsJson(ex)) {
+                ObjectNode answer = run.details().put("stream_url", "/api/sessions/" + run.id);
+                sendJson(ex, 201, answer);
+            } else {
+                stream(ex, run, 0);
+            }
+        }
+
+        private void delete(io.undertow.server.HttpServerExchange ex, AgentRun run, String id) throws ApiError, IOException {
+            if (run == null) throw new ApiError(404, "no session " + printable(id));
+            if (run.cancel("cancelled by the user")) {
+                sendJson(ex, 200, Frames.JSON.createObjectNode().put("session_id", run.id).put("type", "session_cancelled"));
+            } else {
+                runs.forget(run);
+                sendJson(ex, 200, Frames.JSON.createObjectNode().put("session_id", run.id).put("type", "session_removed"));
+            }
+        }
+
+        /** Server-Sent Events: the run's events after {@code since}, then live ones, until its complete event. */
+        private void stream(io.undertow.server.HttpServerExchange ex, AgentRun run, long since) throws ApiError, IOException, InterruptedException {
+            if (streams.incrementAndGet() > MAX_STREAMS) {
+                streams.decrementAndGet();
+                throw new ApiError(429, MAX_STREAMS + " streams are open already");
+            }
+            try {
+                ex.setStatusCode(200);
+                var headers = ex.getResponseHeaders();
+                headers.put(io.undertow.util.Headers.CONTENT_TYPE, "text/event-stream; charset=utf-8");
+                headers.put(io.undertow.util.Headers.CACHE_CONTROL, "no-cache");
+                headers.put(io.undertow.util.HttpString.tryFromString("X-Accel-Buffering"), "no");
+                headers.put(io.undertow.util.HttpString.tryFromString("X-Arp-Session-Id"), run.id);
+                OutputStream out = ex.getOutputStream();
+                run.log.stream(since, new EventLog.Sink() {
+                    @Override
+                    public void send(EventLog.Event e) throws IOException {
+                        StringBuilder b = new StringBuilder(e.data().length() + 32).append("id: ").append(e.id()).append('\n');
+                        if (e.kind() != null) b.append("event: ").append(e.kind()).append('\n');
+                        b.append("data: ").append(e.data()).append("\n\n");
+                        out.write(b.toString().getBytes(StandardCharsets.UTF_8));
+                        out.flush();
+                    }
+
+                    @Override
+                    public void heartbeat() throws IOException {
+                        out.write(": ping\n\n".getBytes(StandardCharsets.US_ASCII));
+                        out.flush();
+                    }
+                });
+            } finally {
+                streams.decrementAndGet();
+            }
+        }
+
+        /** /proxy/{port}/{path}: to 127.0.0.1:port, only for ports on --proxy-ports and never the API's own. */
+        private void proxy(io.undertow.server.HttpServerExchange ex) throws ApiError, IOException, InterruptedException {
+            String raw = ex.getRequestURI();
+            int start = raw.indexOf("/proxy/") + "/proxy/".length();
+            int slash = raw.indexOf('/', start);
+            String portText = slash < 0 ? raw.substring(start) : raw.substring(start, slash);
+            int port;
+            try {
+                port = Integer.parseInt(portText);
+            } catch (NumberFormatException e) {
+                throw new ApiError(400, "the port in /proxy/{port}/ must be a number, not '" + printable(portText) + "'");
+            }
+            boolean own = port == address.getPort() || (mcpAddress != null && port == mcpAddress.getPort());
+            if (own || !proxyPorts.contains(port)) {
+                throw new ApiError(403, "port " + port + " is not one of --proxy-ports" + (own ? " (it is arpc's own)" : ""));
+            }
+            String rest = slash < 0 ? "/" : raw.substring(slash);
+            String query = ex.getQueryString();
+            java.net.URI target = java.net.URI.create("http://127.0.0.1:" + port + rest + (query == null || query.isEmpty() ? "" : "?" + query));
+            var request = java.net.http.HttpRequest.newBuilder(target).timeout(java.time.Duration.ofMinutes(5));
+            for (var header : ex.getRequestHeaders()) {
+                String name = header.getHeaderName().toString();
+                if (HOP_BY_HOP.contains(name.toLowerCase(java.util.Locale.ROOT))) continue;
+                for (String value : header) request.header(name, value);
+            }
+            long length = ex.getRequestContentLength();
+            boolean hasBody = length > 0 || ex.getRequestHeaders().contains(io.undertow.util.Headers.TRANSFER_ENCODING);
+            var in = ex.getInputStream();
+            request.method(ex.getRequestMethod().toString(), hasBody
+                    ? (length > 0 ? java.net.http.HttpRequest.BodyPublishers.fromPublisher(java.net.http.HttpRequest.BodyPublishers.ofInputStream(() -> in), length)
+                                  : java.net.http.HttpRequest.BodyPublishers.ofInputStream(() -> in))
+                    : java.net.http.HttpRequest.BodyPublishers.noBody());
+            java.net.http.HttpResponse<java.io.InputStream> response;
+            try {
+                response = proxyClient.send(request.build(), java.net.http.HttpResponse.BodyHandlers.ofInputStream());
+            } catch (IOException e) {
+                throw new ApiError(502, "cannot reach 127.0.0.1:" + port + ": " + (e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage()));
+            }
+            ex.setStatusCode(response.statusCode());
+            response.headers().map().forEach((name, values) -> {
+                if (HOP_BY_HOP.contains(name.toLowerCase(java.util.Locale.ROOT)) || name.startsWith(":")) return;
+                ex.getResponseHeaders().putAll(io.undertow.util.HttpString.tryFromString(name), values);
+            });
+            try (var body = response.body()) {
+                body.transferTo(ex.getOutputStream());
+            }
+        }
+
+        /** Headers that describe one hop, and ours: never passed on by the proxy route. */
+        private static final java.util.Set<String> HOP_BY_HOP = java.util.Set.of("connection", "keep-alive", "proxy-connection",
+                "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length", "expect", "authorization", "x-arp-token");
+
+        static void sendJson(io.undertow.server.HttpServerExchange ex, int status, com.fasterxml.jackson.databind.JsonNode body) throws IOException {
+            byte[] bytes = Frames.JSON.writeValueAsBytes(body);
+            ex.setStatusCode(status);
+            ex.getResponseHeaders().put(io.undertow.util.Headers.CONTENT_TYPE, "application/json");
+            ex.getResponseHeaders().put(io.undertow.util.Headers.CONTENT_LENGTH, bytes.length);
+            ex.getOutputStream().write(bytes);
+        }
+
+        private static void sendError(io.undertow.server.HttpServerExchange ex, int status, String message) {
+            if (ex.isResponseStarted()) return;
+            try {
+                sendJson(ex, status, Frames.JSON.createObjectNode().put("message", message).put("type", "error"));
+            } catch (IOException e) {
+                // the caller is gone
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /** The agents arpc runs, each invoked the way its current CLI expects, with no argument read as an option. */
+    enum Agent {
+        CLAUDE("claude"), CODEX("codex"), GEMINI("gemini");
+
+        final String command;
+
+        Agent(String command) { this.command = command; }
+
+        static Agent named(String name) {
+            for (Agent a : values()) if (a.command.equalsIgnoreCase(name)) return a;
+            return null;
+        }
+
+        /** The arguments after the binary. Option values use the {@code --name=value} form; the prompt comes last. */
+        List<String> arguments(RunRequest r) {
+            List<String> args = new ArrayList<>();
+            switch (this) {
+                case CLAUDE -> {
+                    args.addAll(List.of("-p", "--output-format", "stream-json", "--verbose"));
+                    // Remote approvals: the prompt and the answers travel on stdin (Claude's control protocol).
+                    if (r.remoteApprovals()) args.addAll(List.of("--input-format", "stream-json", "--permission-prompt-tool", "stdio"));
+                    if (r.model() != null) args.add("--model=" + r.model());
+                    if (r.resume() != null) args.add("--resume=" + r.resume());
+                    if (r.permissionMode() != null) args.add("--permission-mode=" + r.permissionMode());
+                    for (String tool : r.allowedTools()) args.add("--allowedTools=" + tool);
+                    if (!r.remoteApprovals()) {
+                        args.add("--");
+                        args.add(r.prompt());
+                    }
+                }
+                case CODEX -> {
+                    // exec never asks for approval: --full-auto is its sandboxed mode (workspace writes only)
+                    args.addAll(List.of("exec", "--json", "--skip-git-repo-check", "--full-auto"));
+                    if (r.model() != null) args.add("--model=" + r.model());
+                    if (r.resumeLast()) args.addAll(List.of("resume", "--last"));
+                    else if (r.resume() != null) args.addAll(List.of("resume", r.resume()));
+                    args.add("--");
+                    args.add(r.prompt());
+                }
+                case GEMINI -> {
+                    args.add("--output-format=stream-json");
+                    if (r.model() != null) args.add("--model=" + r.model());
+                    if (r.approvalMode() != null) args.add("--approval-mode=" + r.approvalMode());
+                    if (r.resume() != null) args.add("--resume=" + r.resume());
+                    args.add("--prompt=" + r.prompt());
+                }
+            }
+            return args;
+        }
+
+        /** The agent's own session id, if this line of its stream announces it. */
+        String sessionIdIn(com.fasterxml.jackson.databind.JsonNode line) {
+            String type = line.path("type").asText("");
+            com.fasterxml.jackson.databind.JsonNode id = switch (this) {
+                case CLAUDE -> type.equals("system") && line.path("subtype").asText("").equals("init") ? line.get("session_id") : null;
+                case CODEX -> type.equals("thread.started") ? line.get("thread_id") : null;
+                case GEMINI -> type.equals("init") ? line.get("session_id") : null;
+            };
+            return id != null && id.isTextual() && !id.asText().isBlank() ? id.asText() : null;
+        }
+
+        /** The CLI on PATH, as an absolute path, or null. */
+        Path find() {
+            String path = System.getenv("PATH");
+            if (path == null) return null;
+            for (String dir : path.split(java.io.File.pathSeparator)) {
+                if (dir.isEmpty()) continue;
+                Path candidate = Path.of(dir, command);
+                if (Files.isRegularFile(candidate) && Files.isExecutable(candidate)) return candidate.toAbsolutePath();
+            }
+            return null;
+        }
+    }
+
+    /** A validated POST /api/sessions body (the original's fields). */
+    record RunRequest(Agent agent, Path binary, String prompt, Path projectPath, String model, String resume,
+                      String permissionMode, List<String> allowedTools, boolean resumeLast, String approvalMode,
+                      boolean remoteApprovals) {
+        static final java.util.Set<String> PERMISSION_MODES = java.util.Set.of("acceptEdits", "bypassPermissions", "default", "plan", "dontAsk");
+        static final java.util.Set<String> APPROVAL_MODES = java.util.Set.of("default", "auto_edit", "yolo", "plan");
+        /** Linux refuses a single argument longer than 128 KiB: a limit in bytes, with room for "--prompt=". */
+        static final int MAX_PROMPT = 100_000;
+
+        static RunRequest parse(com.fasterxml.jackson.databind.JsonNode body) throws CommandMode.ApiError {
+            String executor = text(body, "executor", false);
+            Agent agent = executor == null ? Agent.CLAUDE : Agent.named(executor);
+            if (agent == null) throw bad("executor must be claude, codex or gemini, not '" + CommandMode.printable(executor) + "'");
+            String prompt = text(body, "prompt", false);
+            if (prompt == null || prompt.isBlank()) throw bad("prompt is required and cannot be empty");
+            if (prompt.getBytes(StandardCharsets.UTF_8).length > MAX_PROMPT) throw bad("prompt is longer than " + MAX_PROMPT + " bytes (UTF-8)");
+            if (prompt.indexOf('\0') >= 0) throw bad("prompt must not contain NUL characters");
+            String project = text(body, "project_path", false);
+            if (project == null || project.isBlank()) throw bad("project_path is required: the directory the agent works in");
+            Path projectPath;
+            try {
+                projectPath = Path.of(project);
+            } catch (java.nio.file.InvalidPathException e) {
+                throw bad("project_path is not a valid path");
+            }
+            if (!projectPath.isAbsolute()) throw bad("project_path must be an absolute path, not '" + CommandMode.printable(project) + "'");
+            if (!Files.isDirectory(projectPath)) throw bad("project_path " + CommandMode.printable(project) + " is not an existing directory");
+            String model = text(body, "model", true);
+            String resume = text(body, "resume", true);
+            String permissionMode = text(body, "permission_mode", false);
+            if (permissionMode != null && !permissionMode.isEmpty() && !PERMISSION_MODES.contains(permissionMode)) {
+                throw bad("permission_mode must be one of acceptEdits, bypassPermissions, default, plan, dontAsk, not '"
+                        + CommandMode.printable(permissionMode) + "'");
+            }
+            String approvalMode = text(body, "approval_mode", false);
+            if (approvalMode != null && !approvalMode.isEmpty() && !APPROVAL_MODES.contains(approvalMode)) {
+                throw bad("approval_mode must be one of default, auto_edit, yolo, plan, not '" + CommandMode.printable(approvalMode) + "'");
+            }
+            List<String> tools = new ArrayList<>();
+            var toolsNode = body.get("allowed_tools");
+            if (toolsNode != null && !toolsNode.isNull()) {
+                if (!toolsNode.isArray() || toolsNode.size() > 100) throw bad("allowed_tools must be an array of at most 100 strings");
+                for (var t : toolsNode) {
+                    if (!t.isTextual() || t.asText().isBlank()) throw bad("allowed_tools must hold non-empty strings");
+                    tools.add(optionValue("allowed_tools", t.asText()));
+                }
+            }
+            boolean resumeLast = false;
+            var last = body.get("resume_last");
+            if (last != null && !last.isNull()) {
+                if (last.isBoolean()) resumeLast = last.asBoolean();
+                else if (last.isTextual() && List.of("true", "1", "yes", "on", "false", "0", "no", "off", "").contains(last.asText().toLowerCase(java.util.Locale.ROOT))) {
+                    resumeLast = List.of("true", "1", "yes", "on").contains(last.asText().toLowerCase(java.util.Locale.ROOT));
+                } else if (last.isNumber()) resumeLast = last.asInt() == 1;
+                else throw bad("resume_last must be true or false");
+            }
+            boolean remoteApprovals = false;
+            var remote = body.get("remote_approvals");
+            if (remote != null && !remote.isNull()) {
+                if (!remote.isBoolean()) throw bad("remote_approvals must be true or false");
+                remoteApprovals = remote.asBoolean();
+                if (remoteApprovals && agent != Agent.CLAUDE) throw bad("remote_approvals works with executor claude only");
+            }
+            Path binary = agent.find();
+            if (binary == null) {
+                throw bad("executor " + agent.command + ": the " + agent.command + " CLI is not installed here (not found on arpc's PATH)");
+            }
+            return new RunRequest(agent, binary, prompt, projectPath, model, resume, emptyToNull(permissionMode), tools,
+                    resumeLast, emptyToNull(approvalMode), remoteApprovals);
+        }
+
+        /** A string field; {@code option} fields become option values and must not look like options. */
+        private static String text(com.fasterxml.jackson.databind.JsonNode body, String name, boolean option) throws CommandMode.ApiError {
+            var node = body.get(name);
+            if (node == null || node.isNull()) return null;
+            if (!node.isTextual()) throw bad(name + " must be a string");
+            String value = node.asText();
+            if (!option) return value;
+            return value.isEmpty() ? null : optionValue(name, value);
+        }
+
+        private static String optionValue(String name, String value) throws CommandMode.ApiError {
+            if (value.startsWith("-")) throw bad(name + " must not start with '-'");
+            if (value.length() > 256 || value.chars().anyMatch(c -> c < 0x20)) throw bad(name + " must be at most 256 printable characters");
+            return value;
+        }
+
+        private static String emptyToNull(String s) { return s == null || s.isEmpty() ? null : s; }
+
+        private static CommandMode.ApiError bad(String message) { return new CommandMode.ApiError(400, message); }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * A run's events, in one sequence (1, 2, 3…) for all kinds. Each is appended to its transcript on
+     * disk first and then kept in a bounded window in memory; a reader behind the window (or of a run
+     * that finished, maybe before a restart) reads the older part from disk, so it never sees a gap.
+     */
+    static final class EventLog {
+        static final int MAX_EVENTS = 10_000;
+        static final long MAX_BYTES = 8L << 20;
+        static final long HEARTBEAT_MILLIS = 15_000;
+
+        /** {@code kind} null is the default SSE event ("message"): an agent's stdout line. */
+        record Event(long id, String kind, String data) {}
+
+        interface Sink {
+            void send(Event e) throws IOException;
+
+            void heartbeat() throws IOException;
+        }
+
+        private final Path file;
+        private OutputStream disk;
+        private final Event[] window = new Event[MAX_EVENTS];
+        private int windowStart;    // index in the ring of the oldest event kept
+        private int windowSize;
+        private long windowBytes;
+        private long lastId;
+        private boolean ended;      // the complete event is in
+        private boolean diskFailed;
+
+        /** A new transcript. */
+        EventLog(Path file) throws IOException {
+            this.file = file;
+            this.disk = new java.io.BufferedOutputStream(Files.newOutputStream(file, java.nio.file.StandardOpenOption.CREATE_NEW,
+                    java.nio.file.StandardOpenOption.WRITE), 64 * 1024);
+        }
+
+        /** A transcript on disk, read-only unless {@link #reopen} ends it. */
+        EventLog(Path file, long lastId, boolean ended) {
+            this.file = file;
+            this.lastId = lastId;
+            this.ended = ended;
+        }
+
+        /** Scans a transcript of a run that did not end (arpc died): its last id. */
+        static long lastIdOnDisk(Path file) throws IOException {
+            long last = 0;
+            try (var lines = Files.lines(file, StandardCharsets.UTF_8)) {
+                for (var it = lines.iterator(); it.hasNext(); ) {
+                    String line = it.next();
+                    try {
+                        last = Math.max(last, Frames.JSON.readTree(line).path("id").asLong(0));
+                    } catch (IOException e) {
+                        break; // a line cut short by the crash: nothing after it counts
+                    }
+                }
+            }
+            return last;
+        }
+
+        /** Lets go of the file (a run that could not start, or is forgotten). */
+        synchronized void close() {
+            Sockets.closeQuietly(disk);
+            disk = null;
+        }
+
+        /** Makes an ended-by-crash transcript writable again, to append its complete event. */
+        synchronized void reopen() throws IOException {
+            disk = new java.io.BufferedOutputStream(Files.newOutputStream(file, java.nio.file.StandardOpenOption.APPEND));
+        }
+
+        synchronized long lastId() { return lastId; }
+
+        synchronized boolean ended() { return ended; }
+
+        /** Adds an event; {@code complete} marks the last one. Returns its id, or -1 once ended. */
+        synchronized long append(String kind, String data, boolean complete) {
+            if (ended) return -1;
+            Event e = new Event(++lastId, kind, data);
+            if (disk != null && !diskFailed) {
+                try {
+                    var line = Frames.JSON.createObjectNode().put("id", e.id());
+                    if (kind != null) line.put("event", kind);
+                    line.put("data", data);
+                    disk.write(Frames.JSON.writeValueAsBytes(line));
+                    disk.write('\n');
+                    disk.flush(); // before the window lets go of it, so a reader finds it on disk
+                } catch (IOException ex) {
+                    diskFailed = true;
+                    Log.warn("cannot write " + file + " (" + ex.getMessage() + "); only the last events stay readable");
+                }
+            }
+            if (windowSize == MAX_EVENTS) dropOldest();
+            window[(windowStart + windowSize) % MAX_EVENTS] = e;
+            windowSize++;
+            windowBytes += data.length() + 16;
+            while (windowBytes > MAX_BYTES && windowSize > 1) dropOldest();
+            if (complete) {
+                ended = true;
+                Sockets.closeQuietly(disk);
+                disk = null;
+                windowStart = 0; // a finished run is read from disk: memory goes to the running ones
+                windowSize = 0;
+                windowBytes = 0;
+                java.util.Arrays.fill(window, null);
+            }
+            notifyAll();
+            return e.id();
+        }
+
+        private void dropOldest() {
+            Event old = window[windowStart];
+            window[windowStart] = null;
+            windowStart = (windowStart + 1) % MAX_EVENTS;
+            windowSize--;
+            windowBytes -= old.data().length() + 16;
+        }
+
+        private record Batch(List<Event> events, long firstInWindow, long last, boolean ended) {}
+
+        /** Events from {@code next} on in the window; waits up to a heartbeat interval for one. Null: none came. */
+        private synchronized Batch after(long next) throws InterruptedException {
+            long deadline = System.currentTimeMillis() + HEARTBEAT_MILLIS;
+            while (next > lastId && !ended) {
+                long left = deadline - System.currentTimeMillis();
+                if (left <= 0) return null;
+                wait(left);
+            }
+            return window(next);
+        }
+
+        private synchronized Batch window(long next) {
+            long first = lastId - windowSize + 1;
+            List<Event> events = new ArrayList<>();
+            for (long id = Math.max(next, first); id <= lastId; id++) {
+                events.add(window[(int) ((windowStart + (id - first)) % MAX_EVENTS)]);
+            }
+            return new Batch(events, first, lastId, ended);
+        }
+
+        /** Sends every event after {@code since}, then the live ones, until the complete event has gone out. */
+        void stream(long since, Sink sink) throws IOException, InterruptedException {
+            long next = since + 1;
+            while (true) {
+                Batch batch = after(next);
+                if (batch == null) {
+                    sink.heartbeat();
+                    continue;
+                }
+                if (next < batch.firstInWindow()) next = fromDisk(next, batch.firstInWindow() - 1, sink);
+                for (Event e : batch.events()) {
+                    sink.send(e);
+                    next = e.id() + 1;
+                }
+                if (batch.ended() && next > batch.last()) return;
+            }
+        }
+
+        /** Up to {@code max} events after {@code since}, as they are now (no waiting): for a look, not a stream. */
+        List<Event> read(long since, int max) throws IOException {
+            Batch batch = window(since + 1);
+            List<Event> out = new ArrayList<>();
+            long last = Math.min(batch.last(), since + max);
+            Sink collect = new Sink() {
+                @Override public void send(Event e) { out.add(e); }
+                @Override public void heartbeat() { }
+            };
+            if (since + 1 < batch.firstInWindow()) fromDisk(since + 1, Math.min(batch.firstInWindow() - 1, last), collect);
+            for (Event e : batch.events()) if (e.id() <= last) out.add(e);
+            return out;
+        }
+
+        /** Sends the events {@code from..to} from the transcript; returns the id after the last one asked for. */
+        private long fromDisk(long from, long to, Sink sink) throws IOException {
+            try (var reader = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
+                String line;
+                while ((line = reader.readLine()) != null) {
+                    com.fasterxml.jackson.databind.JsonNode node;
+                    try {
+                        node = Frames.JSON.readTree(line);
+                    } catch (IOException e) {
+                        break;
+                    }
+                    long id = node.path("id").asLong(0);
+                    if (id < from) continue;
+                    if (id > to) break;
+                    sink.send(new Event(id, node.hasNonNull("event") ? node.get("event").asText() : null, node.path("data").asText("")));
+                }
+            } catch (java.nio.file.NoSuchFileException e) {
+                // forgotten meanwhile: nothing more to send
+            }
+            return to + 1;
+        }
+    }
+
+    /** One agent run: its process tree, its output and its state, which changes once and atomically. */
+    static final class AgentRun {
+        final String id;
+        final Agent agent;
+        final Path projectPath;
+        final Path dir;
+        final EventLog log;
+        final Instant createdAt;
+        private volatile String agentSessionId;
+        // guarded by this
+        private String status;          // running, completed, cancelled, failed
+        private Integer exitCode;
+        private String error;
+        private Instant finishedAt;
+        private boolean finishing;      // the process has ended; the record is being written
+        private String stopReason;      // why a stop was asked for (cancel, time limit, shutdown)
+        private boolean cancelled;      // the stop was a cancel, not a failure
+        private Process process;
+        /** Every process of the tree seen so far: a grandchild whose parent died is still found here. */
+        private final java.util.Set<ProcessHandle> tree = ConcurrentHashMap.newKeySet();
+        private final Runs runs;
+
+        AgentRun(Runs runs, String id, Agent agent, Path projectPath, Path dir, EventLog log, Instant createdAt, String status) {
+            this.runs = runs;
+            this.id = id;
+            this.agent = agent;
+            this.projectPath = projectPath;
+            this.dir = dir;
+            this.log = log;
+            this.createdAt = createdAt;
+            this.status = status;
+        }
+
+        String agentSessionId() { return agentSessionId; }
+
+        /** The recorded state of a run loaded from disk. */
+        synchronized void restore(com.fasterxml.jackson.databind.JsonNode m) {
+            agentSessionId = m.hasNonNull("agent_session_id") ? m.get("agent_session_id").asText() : null;
+            exitCode = m.hasNonNull("exit_code") ? m.get("exit_code").asInt() : null;
+            error = m.hasNonNull("error") ? m.get("error").asText() : null;
+            finishedAt = m.hasNonNull("finished_at") ? Instant.parse(m.get("finished_at").asText()) : null;
+        }
+
+        synchronized String status() { return status; }
+
+        synchronized boolean running() { return status.equals("running"); }
+
+        synchronized ObjectNode details() {
+            ObjectNode d = Frames.JSON.createObjectNode().put("session_id", id).put("agent_session_id", agentSessionId)
+                    .put("executor", agent.command).put("project_path", projectPath.toString()).put("status", status)
+                    .put("created_at", createdAt.toString()).put("finished_at", finishedAt == null ? null : finishedAt.toString());
+            if (exitCode == null) d.putNull("exit_code"); else d.put("exit_code", exitCode);
+            d.put("error", error).put("events", log.lastId());
+            return d;
+        }
+
+        void launch(RunRequest r) throws IOException {
+            List<String> command = new ArrayList<>();
+            command.add(r.binary().toString());
+            command.addAll(agent.arguments(r));
+            ProcessBuilder pb = new ProcessBuilder(command).directory(projectPath.toFile())
+                    .redirectInput(ProcessBuilder.Redirect.from(new java.io.File(
+                            System.getProperty("os.name").startsWith("Windows") ? "NUL" : "/dev/null")));
+            // Claude Code refuses to start inside another Claude Code session; arpc may be run from one.
+            pb.environment().remove("CLAUDECODE");
+            pb.environment().remove("CLAUDE_CODE_ENTRYPOINT");
+            pb.environment().put("ARP_SESSION_ID", id);
+            if (r.remoteApprovals()) pb.redirectInput(ProcessBuilder.Redirect.PIPE);
+            log.append("session", Frames.JSON.createObjectNode().put("session_id", id).put("executor", agent.command)
+                    .put("project_path", projectPath.toString()).put("remote_approvals", r.remoteApprovals()).toString(), false);
+            Process p = pb.start();
+            synchronized (this) {
+                process = p;
+                tree.add(p.toHandle());
+            }
+            if (r.remoteApprovals()) {
+                control = p.getOutputStream();
+                ObjectNode prompt = Frames.JSON.createObjectNode().put("type", "user");
+                prompt.putObject("message").put("role", "user").put("content", r.prompt());
+                sendControl(prompt);
+            }
+            Thread out = Thread.ofVirtual().name("arpc-run-stdout").start(() -> pump(p.getInputStream(), null));
+            Thread err = Thread.ofVirtual().name("arpc-run-stderr").start(() -> pump(p.getErrorStream(), "stderr"));
+            Thread.ofVirtual().name("arpc-run-wait").start(() -> awaitEnd(p, out, err));
+        }
+
+        /** Copies one stream into the log, a line per event; lines beyond 1 MiB are cut there. */
+        private void pump(java.io.InputStream in, String kind) {
+            try (in) {
+                LineReader lines = new LineReader(in, 1 << 20);
+                String line;
+                while ((line = lines.next()) != null) {
+                    if (kind == null && control != null && line.contains("\"control_") && controlMessage(line)) continue;
+                    if (kind == null && agentSessionId == null && line.startsWith("{")) noticeAgentId(line);
+                    log.append(kind, line, false);
+                    // One prompt, one turn: closing stdin after the result lets Claude exit.
+                    if (kind == null && control != null && line.contains("\"result\"") && isResult(line)) closeControl();
+                }
+            } catch (IOException e) {
+                // the process is gone
+            }
+        }
+
+        // --- remote approvals (Claude's control protocol on stdin/stdout)
+
+        /** A permission request waiting for an answer; {@code reply} takes the decision to whoever asked. */
+        private record Permission(String requestId, com.fasterxml.jackson.databind.JsonNode input,
+                                  java.util.function.Consumer<ObjectNode> reply, java.util.concurrent.ScheduledFuture<?> timeout) {}
+
+        static final int MAX_PENDING_PERMISSIONS = 100;
+        private volatile OutputStream control;          // the agent's stdin, with remote approvals
+        private final Map<String, Permission> permissions = new LinkedHashMap<>();   // guarded by this
+        private final java.util.Set<String> answered = new java.util.HashSet<>();     // guarded by this
+
+        /** A control message from Claude: true if it was one (it is not passed on as output). */
+        private boolean controlMessage(String line) {
+            com.fasterxml.jackson.databind.JsonNode m;
+            try {
+                m = Frames.JSON.readTree(line);
+            } catch (IOException e) {
+                return false;
+            }
+            String type = m.path("type").asText("");
+            String requestId = m.path("request_id").asText("");
+            if (type.equals("control_request")) {
+                var request = m.path("request");
+                if (request.path("subtype").asText("").equals("can_use_tool")) {
+                    requestPermission(requestId, request.path("tool_name").asText(""), request.path("input"),
+                            request.path("tool_use_id").asText(null), decision -> {
+                                ObjectNode answer = Frames.JSON.createObjectNode().put("type", "control_response");
+                                answer.putObject("response").put("subtype", "success").put("request_id", requestId).set("response", decision);
+                                sendControl(answer);
+                            });
+                } else {
+                    ObjectNode answer = Frames.JSON.createObjectNode().put("type", "control_response");
+                    answer.putObject("response").put("subtype", "error").put("request_id", requestId)
+                            .put("error", "arp does not handle " + request.path("subtype").asText("this request"));
+                    sendControl(answer);
+                }
+                return true;
+            }
+            if (type.equals("control_cancel_request")) {
+                Permission p;
+                synchronized (this) {
+                    p = permissions.remove(requestId);
+                    if (p != null) answered.add(requestId);
+                }
+                if (p != null) {
+                    p.timeout().cancel(false);
+                    log.append("permission_cancelled", Frames.JSON.createObjectNode().put("request_id", requestId).toString(), false);
+                }
+                return true;
+            }
+            return type.equals("control_response"); // an answer to a request of ours: nothing to show
+        }
+
+        /**
+         * Records a permission request (from Claude's stdout or from the MCP approval_prompt tool) and
+         * shows it in the stream; unanswered, it is denied after --approval-timeout.
+         */
+        void requestPermission(String requestId, String toolName, com.fasterxml.jackson.databind.JsonNode input, String toolUseId,
+                               java.util.function.Consumer<ObjectNode> reply) {
+            synchronized (this) {
+                if (!status.equals("running") || permissions.size() >= MAX_PENDING_PERMISSIONS || permissions.containsKey(requestId)
+                        || answered.contains(requestId)) {
+                    reply.accept(deny("arp cannot take this permission request (session not running or too many pending)"));
+                    return;
+                }
+                var timeout = runs.timers.schedule(() -> decide(requestId,
+                        deny("no answer within " + runs.approvalTimeout + " s"), "timeout"), runs.approvalTimeout, TimeUnit.SECONDS);
+                permissions.put(requestId, new Permission(requestId, input, reply, timeout));
+            }
+            ObjectNode event = Frames.JSON.createObjectNode().put("request_id", requestId).put("tool_name", toolName);
+            event.set("input", input);
+            event.put("tool_use_id", toolUseId).put("expires_at", Instant.now().plusSeconds(runs.approvalTimeout).toString());
+            log.append("permission_request", event.toString(), false);
+        }
+
+        static ObjectNode deny(String message) {
+            return Frames.JSON.createObjectNode().put("behavior", "deny").put("message", message);
+        }
+
+        /** The remote user's answer: {"behavior":"allow","updated_input":{…}?} or {"behavior":"deny","message":…}. */
+        ObjectNode answerPermission(String requestId, com.fasterxml.jackson.databind.JsonNode body, String by) throws CommandMode.ApiError {
+            String behavior = body.path("behavior").asText("");
+            ObjectNode decision;
+            if (behavior.equals("allow")) {
+                var updated = body.hasNonNull("updated_input") ? body.get("updated_input") : body.get("updatedInput");
+                if (updated != null && !updated.isNull() && !updated.isObject()) throw new CommandMode.ApiError(400, "updated_input must be a JSON object");
+                decision = Frames.JSON.createObjectNode().put("behavior", "allow");
+                if (updated != null && !updated.isNull()) decision.set("updatedInput", updated);
+            } else if (behavior.equals("deny")) {
+                var message = body.path("message");
+                decision = deny(message.isTextual() && !message.asText().isBlank() ? message.asText() : "denied by the user");
+            } else {
+                throw new CommandMode.ApiError(400, "behavior must be allow or deny");
+            }
+            if (!decide(requestId, decision, by)) {
+                boolean was;
+                synchronized (this) {
+                    was = answered.contains(requestId);
+                }
+                if (was) throw new CommandMode.ApiError(409, "permission request " + CommandMode.printable(requestId) + " was answered already");
+                throw new CommandMode.ApiError(404, "no pending permission request " + CommandMode.printable(requestId) + " in session " + id);
+            }
+            return Frames.JSON.createObjectNode().put("session_id", id).put("request_id", requestId).put("behavior", behavior)
+                    .put("type", "permission_answered");
+        }
+
+        /** Settles a pending request once: the answer goes to the agent and into the stream. */
+        private boolean decide(String requestId, ObjectNode decision, String by) {
+            Permission p;
+            synchronized (this) {
+                p = permissions.remove(requestId);
+                if (p == null) return false;
+                answered.add(requestId);
+            }
+            p.timeout().cancel(false);
+            if (decision.path("behavior").asText().equals("allow") && !decision.has("updatedInput")) {
+                decision.set("updatedInput", p.input().isObject() ? p.input() : Frames.JSON.createObjectNode()); // Claude wants it
+            }
+            p.reply().accept(decision);
+            ObjectNode event = Frames.JSON.createObjectNode().put("request_id", requestId).put("behavior", decision.path("behavior").asText())
+                    .put("by", by);
+            if (decision.has("message")) event.put("message", decision.get("message").asText());
+            if (decision.has("updatedInput")) event.set("updated_input", decision.get("updatedInput"));
+            log.append("permission_response", event.toString(), false);
+            return true;
+        }
+
+        private void sendControl(ObjectNode message) {
+            OutputStream out = control;
+            if (out == null) return;
+            try {
+                synchronized (out) {
+                    out.write(Frames.JSON.writeValueAsBytes(message));
+                    out.write('\n');
+                    out.flush();
+                }
+            } catch (IOException e) {
+                // the agent is gone; its end is noticed on stdout
+            }
+        }
+
+        private void closeControl() {
+            OutputStream out = control;
+            control = null;
+            Sockets.closeQuietly(out);
+        }
+
+        /** At the end of a run nobody can answer any more: pending requests are denied quietly. */
+        private void denyPending() {
+            List<Permission> left;
+            synchronized (this) {
+                left = new ArrayList<>(permissions.values());
+                permissions.clear();
+            }
+            for (Permission p : left) {
+                p.timeout().cancel(false);
+                p.reply().accept(deny("the session ended"));
+            }
+        }
+
+        private static boolean isResult(String line) {
+            try {
+                return Frames.JSON.readTree(line).path("type").asText("").equals("result");
+            } catch (IOException e) {
+                return false;
+            }
+        }
+
+        private void noticeAgentId(String line) {
+            try {
+                String found = agent.sessionIdIn(Frames.JSON.readTree(line));
+                if (found != null) {
+                    agentSessionId = found;
+                    runs.knowAgentId(found, this);
+                    runs.save(this); // so the agent's id is known after a crash too
+                }
+            } catch (IOException e) {
+                // not JSON: not the line that names the session
+            }
+        }
+
+        private void awaitEnd(Process p, Thread out, Thread err) {
+            int code;
+            try {
+                while (!p.waitFor(1, TimeUnit.SECONDS)) watchTree(); // a grandchild is known before its parent may die
+                code = p.exitValue();
+                // Output still in the pipes is part of the run; a background child holding them open is not.
+                out.join(5000);
+                err.join(5000);
+            } catch (InterruptedException e) {
+                return;
+            }
+            finish(code);
+        }
+
+        private void watchTree() {
+            Process p;
+            synchronized (this) {
+                p = process;
+            }
+            if (p != null) p.descendants().forEach(tree::add);
+        }
+
+        /**
+         * Settles the final state: a stop that was asked for wins over the exit code. From here on no
+         * cancel is accepted; the status changes only once the complete event and session.json are
+         * written, so whoever sees it finished also finds its whole record.
+         */
+        private void finish(int code) {
+            String kind;
+            synchronized (this) {
+                if (!status.equals("running") || finishing) return;
+                finishing = true;
+                exitCode = code;
+                finishedAt = Instant.now();
+                kind = stopReason == null ? "completed" : cancelled ? "cancelled" : "failed";
+                if (stopReason != null) error = stopReason;
+            }
+            killTree(); // whatever the agent left running in the background
+            closeControl();
+            denyPending();
+            complete(kind);
+            runs.ended(this);
+        }
+
+        /** Writes the complete event and the final metadata, then the status. */
+        void complete(String kind) {
+            ObjectNode done;
+            synchronized (this) {
+                done = Frames.JSON.createObjectNode().put("type", "completion").put("status", kind)
+                        .put("success", kind.equals("completed") && exitCode != null && exitCode == 0);
+                if (exitCode == null) done.putNull("exit_code"); else done.put("exit_code", exitCode);
+                done.put("cancelled", kind.equals("cancelled")).put("error", error).put("total_events", log.lastId() + 1);
+            }
+            log.append("complete", done.toString(), true);
+            synchronized (this) {
+                status = kind;
+            }
+            runs.save(this);
+        }
+
+        /** A run that was running when arpc died: failed, with its complete event added now. */
+        void markInterrupted() {
+            synchronized (this) {
+                finishing = true;
+                error = "arpc stopped while it ran";
+                finishedAt = Instant.now();
+            }
+            try {
+                log.reopen();
+            } catch (IOException e) {
+                Log.warn("cannot complete the transcript of " + id + ": " + e.getMessage());
+            }
+            complete("failed");
+        }
+
+        /** Asks a running run to stop as cancelled; false if it has finished already. */
+        boolean cancel(String reason) { return stop(reason, true); }
+
+        boolean stop(String reason, boolean asCancel) {
+            synchronized (this) {
+                if (!status.equals("running") || finishing) return false;
+                if (stopReason == null) {
+                    stopReason = reason;
+                    cancelled = asCancel;
+                }
+            }
+            Log.info("session " + id + ": stopping (" + reason + ")");
+            killTree();
+            return true;
+        }
+
+        /** SIGTERM to every process of the tree, then SIGKILL to those still alive 3 s later. */
+        private void killTree() {
+            watchTree();
+            List<ProcessHandle> all = new ArrayList<>(tree);
+            all.forEach(ProcessHandle::destroy);
+            Runnable kill = () -> {
+                watchTree();
+                for (ProcessHandle h : tree) if (h.isAlive()) h.destroyForcibly();
+            };
+            try {
+                runs.timers.schedule(kill, 3, TimeUnit.SECONDS);
+            } catch (java.util.concurrent.RejectedExecutionException e) {
+                kill.run(); // arpc is stopping: no grace left
+            }
+        }
+
+        /** Waits for the run to end (after a stop), at most the given time. */
+        boolean awaitEnd(long millis) throws InterruptedException {
+            long deadline = System.currentTimeMillis() + millis;
+            while (running() && System.currentTimeMillis() < deadline) Thread.sleep(50);
+            return !running();
+        }
+    }
+
+    /** Reads lines of at most {@code max} bytes (the rest of a longer line is dropped), as UTF-8. */
+    static final class LineReader {
+        private final java.io.InputStream in;
+        private final int max;
+        private final byte[] buffer = new byte[64 * 1024];
+        private int pos;
+        private int limit;
+
+        LineReader(java.io.InputStream in, int max) {
+            this.in = in;
+            this.max = max;
+        }
+
+        String next() throws IOException {
+            java.io.ByteArrayOutputStream line = new java.io.ByteArrayOutputStream();
+            boolean any = false;
+            while (true) {
+                if (pos == limit) {
+                    limit = in.read(buffer);
+                    pos = 0;
+                    if (limit <= 0) {
+                        limit = 0;
+                        return any ? decode(line) : null;
+                    }
+                }
+                any = true;
+                int start = pos;
+                while (pos < limit && buffer[pos] != '\n') pos++;
+                int room = max - line.size();
+                line.write(buffer, start, Math.min(pos - start, Math.max(room, 0)));
+                if (pos < limit) {
+                    pos++; // the newline
+                    return decode(line);
+                }
+            }
+        }
+
+        private static String decode(java.io.ByteArrayOutputStream line) {
+            String s = line.toString(StandardCharsets.UTF_8);
+            return s.endsWith("\r") ? s.substring(0, s.length() - 1) : s;
+        }
+    }
+
+    /** All runs: the running ones and those kept on disk, by our id and by the agent's own session id. */
+    static final class Runs {
+        final Path dir;
+        private final int maxRunning;
+        private final long maxRunSeconds;
+        final int approvalTimeout;
+        private final Map<String, AgentRun> byId = new ConcurrentHashMap<>();
+        private final Map<String, AgentRun> byAgentId = new ConcurrentHashMap<>();
+        final java.util.concurrent.ScheduledExecutorService timers = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(
+                r -> Thread.ofPlatform().daemon().name("arpc-runs").unstarted(r));
+        private int running;
+
+        Runs(Path dir, int maxRunning, long maxRunSeconds, int approvalTimeout) {
+            this.dir = dir;
+            this.maxRunning = maxRunning;
+            this.maxRunSeconds = maxRunSeconds;
+            this.approvalTimeout = approvalTimeout;
+        }
+
+        AgentRun start(RunRequest r) throws CommandMode.ApiError, IOException {
+            synchronized (this) {
+                if (running >= maxRunning) {
+                    throw new CommandMode.ApiError(429, maxRunning + " sessions are running already (--max-sessions); try again when one ends");
+                }
+                running++;
+            }
+            try {
+                String id = java.util.UUID.randomUUID().toString();
+                Path runDir = dir.resolve(id);
+                Files.createDirectories(runDir);
+                AgentRun run = new AgentRun(this, id, r.agent(), r.projectPath(), runDir, new EventLog(runDir.resolve("events.jsonl")),
+                        Instant.now(), "running");
+                byId.put(id, run);
+                save(run);
+                try {
+                    run.launch(r);
+                } catch (IOException e) {
+                    forget(run);
+                    throw new CommandMode.ApiError(500, "cannot start " + r.binary() + ": " + e.getMessage());
+                }
+                if (maxRunSeconds > 0) {
+                    timers.schedule(() -> run.stop("ran longer than --max-run-time (" + maxRunSeconds + " s)", false), maxRunSeconds, TimeUnit.SECONDS);
+                }
+                Log.info("session " + id + ": " + r.agent().command + " started in " + r.projectPath());
+                return run;
+            } catch (CommandMode.ApiError | IOException | RuntimeException e) {
+                synchronized (this) {
+                    running--;
+                }
+                throw e;
+            }
+        }
+
+        synchronized void ended(AgentRun run) {
+            running--;
+            Log.info("session " + run.id + ": " + run.status());
+        }
+
+        void knowAgentId(String agentId, AgentRun run) { byAgentId.putIfAbsent(agentId, run); }
+
+        List<AgentRun> running() { return byId.values().stream().filter(AgentRun::running).toList(); }
+
+        AgentRun find(String id) {
+            AgentRun r = byId.get(id);
+            return r != null ? r : byAgentId.get(id);
+        }
+
+        ObjectNode listJson() {
+            var list = Frames.JSON.createArrayNode();
+            byId.values().stream().sorted(java.util.Comparator.comparing((AgentRun r) -> r.createdAt).reversed())
+                    .forEach(r -> list.add(r.details()));
+            ObjectNode answer = Frames.JSON.createObjectNode();
+            answer.set("sessions", list);
+            return answer.put("total", list.size());
+        }
+
+        /** Writes session.json atomically (the output pump and the end of the run may both save). */
+        void save(AgentRun run) {
+            synchronized (run) {
+                saveLocked(run);
+            }
+        }
+
+        private void saveLocked(AgentRun run) {
+            try {
+                Path tmp = run.dir.resolve("session.json.tmp");
+                Files.write(tmp, Frames.JSON.writeValueAsBytes(run.details()));
+                Files.move(tmp, run.dir.resolve("session.json"), java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                        java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+            } catch (IOException e) {
+                Log.warn("cannot save " + run.dir.resolve("session.json") + ": " + e.getMessage());
+            }
+        }
+
+        /** Forgets a finished run: out of the lists, and its transcript off the disk. */
+        void forget(AgentRun run) {
+            run.log.close();
+            byId.remove(run.id, run);
+            if (run.agentSessionId() != null) byAgentId.remove(run.agentSessionId(), run);
+            try (var files = Files.walk(run.dir)) {
+                for (Path p : files.sorted(java.util.Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
+            } catch (IOException e) {
+                Log.warn("cannot delete " + run.dir + ": " + e.getMessage());
+            }
+        }
+
+        /** The runs kept on disk by earlier arpc processes. */
+        void load() throws IOException {
+            Files.createDirectories(dir);
+            try (var dirs = Files.newDirectoryStream(dir)) {
+                for (Path d : dirs) {
+                    Path meta = d.resolve("session.json");
+                    if (!Files.isRegularFile(meta)) continue;
+                    try {
+                        var m = Frames.JSON.readTree(meta.toFile());
+                        Agent agent = Agent.named(m.path("executor").asText(""));
+                        String id = m.path("session_id").asText("");
+                        if (agent == null || !id.equals(d.getFileName().toString())) continue;
+                        boolean wasRunning = m.path("status").asText("").equals("running");
+                        Path events = d.resolve("events.jsonl");
+                        long last = wasRunning ? EventLog.lastIdOnDisk(events) : m.path("events").asLong(0);
+                        AgentRun run = new AgentRun(this, id, agent, Path.of(m.path("project_path").asText("/")), d,
+                                new EventLog(events, last, !wasRunning), Instant.parse(m.path("created_at").asText()), m.path("status").asText());
+                        run.restore(m);
+                        byId.put(id, run);
+                        if (run.agentSessionId() != null) byAgentId.put(run.agentSessionId(), run);
+                        if (wasRunning) run.markInterrupted();
+                    } catch (IOException | RuntimeException e) {
+                        Log.warn("skipping " + d + ": " + e.getMessage());
+                    }
+                }
+            }
+        }
+
+        /** arpc is stopping: every running agent's process tree is stopped, so none is left orphaned. */
+        void shutdown() {
+            List<AgentRun> live = running();
+            for (AgentRun r : live) r.cancel("arpc was shut down");
+            try {
+                for (AgentRun r : live) r.awaitEnd(5000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            timers.shutdownNow();
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+
+    /**
+     * The Model Context Protocol over Streamable HTTP at /mcp, for MCP clients (Claude Desktop, the
+     * Inspector, other agents) to start and watch runs, read history and answer permission requests.
+     * A small JSON-RPC layer on Undertow and Jackson: the official Java SDK would bring Reactor and a
+     * servlet container for five methods. Tools answer with JSON only (no server-sent streams), which a
+     * tools-only server may always do.
+     */
+    static final class Mcp {
+        static final List<String> VERSIONS = List.of("2025-11-25", "2025-06-18", "2025-03-26");
+        static final int MAX_SESSIONS = 256;
+        static final long SESSION_IDLE_MILLIS = TimeUnit.HOURS.toMillis(1);
+
+        private record Session(String version, java.util.concurrent.atomic.AtomicLong lastUsed) {}
+
+        private final Runs runs;
+        private final Map<String, Session> sessions = new ConcurrentHashMap<>();
+
+        Mcp(Runs runs) { this.runs = runs; }
+
+        /** A JSON-RPC error, with the HTTP status it travels with. */
+        static final class RpcError extends Exception {
+            final int code;
+            final int httpStatus;
+
+            RpcError(int code, String message, int httpStatus) {
+                super(message, null, false, false);
+                this.code = code;
+                this.httpStatus = httpStatus;
+            }
+        }
+
+        void handle(io.undertow.server.HttpServerExchange ex, java.util.Set<String> allowedOrigins) throws IOException, InterruptedException {
+            String origin = ex.getRequestHeaders().getFirst("Origin");
+            try {
+                // DNS rebinding: a web page of another origin must not drive a local MCP server.
+                if (origin != null && !allowedOrigins.contains(origin)) throw new RpcError(-32600, "origin " + CommandMode.printable(origin) + " is not allowed (see --cors-origins)", 403);
+                switch (ex.getRequestMethod().toString()) {
+                    case "POST" -> post(ex);
+                    case "DELETE" -> {
+                        Session gone = sessions.remove(requireSessionId(ex));
+                        if (gone == null) throw new RpcError(-32600, "unknown or expired MCP session", 404);
+                        ex.setStatusCode(204);
+                    }
+                    default -> {
+                        ex.getResponseHeaders().put(io.undertow.util.Headers.ALLOW, "POST, DELETE");
+                        throw new RpcError(-32600, "this server sends no server-initiated streams: use POST", 405);
+                    }
+                }
+            } catch (RpcError e) {
+                reply(ex, e.httpStatus, error(null, e.code, e.getMessage()));
+            }
+        }
+
+        private void post(io.undertow.server.HttpServerExchange ex) throws RpcError, IOException, InterruptedException {
+            String type = ex.getRequestHeaders().getFirst(io.undertow.util.Headers.CONTENT_TYPE);
+            if (type == null || !type.toLowerCase(java.util.Locale.ROOT).startsWith("application/json")) {
+                throw new RpcError(-32600, "Content-Type must be application/json", 415);
+            }
+            String accept = ex.getRequestHeaders().getFirst(io.undertow.util.Headers.ACCEPT);
+            if (accept != null && !accept.contains("application/json") && !accept.contains("*/*") && !accept.contains("text/event-stream")) {
+                throw new RpcError(-32600, "Accept must include application/json", 406);
+            }
+            byte[] body = ex.getInputStream().readNBytes(CommandMode.MAX_BODY + 1);
+            if (body.length > CommandMode.MAX_BODY) throw new RpcError(-32600, "message larger than " + CommandMode.MAX_BODY + " bytes", 413);
+            com.fasterxml.jackson.databind.JsonNode message;
+            try {
+                message = Frames.JSON.readTree(body);
+            } catch (IOException e) {
+                throw new RpcError(-32700, "parse error: not JSON", 400);
+            }
+            if (message == null || message.isArray()) throw new RpcError(-32600, "one JSON-RPC message per request (no batches)", 400);
+            if (!message.isObject() || !"2.0".equals(message.path("jsonrpc").asText())) throw new RpcError(-32600, "not a JSON-RPC 2.0 message", 400);
+            var id = message.get("id");
+            String method = message.path("method").asText(null);
+            if (method == null || id == null || id.isNull()) { // a notification, or a response to us
+                if (!"notifications/initialized".equals(method) && !"initialize".equals(method)) session(ex);
+                ex.setStatusCode(202);
+                return;
+            }
+            if (method.equals("initialize")) {
+                initialize(ex, id, message.path("params"));
+                return;
+            }
+            session(ex);
+            com.fasterxml.jackson.databind.JsonNode result;
+            try {
+                result = call(method, message.path("params"));
+            } catch (RpcError e) {
+                reply(ex, 200, error(id, e.code, e.getMessage()));
+                return;
+            }
+            ObjectNode answer = Frames.JSON.createObjectNode().put("jsonrpc", "2.0");
+            answer.set("id", id);
+            answer.set("result", result);
+            reply(ex, 200, answer);
+        }
+
+        private void initialize(io.undertow.server.HttpServerExchange ex, com.fasterxml.jackson.databind.JsonNode id,
+                                com.fasterxml.jackson.databind.JsonNode params) throws IOException {
+            String requested = params.path("protocolVersion").asText(null);
+            if (requested == null) {
+                reply(ex, 200, error(id, -32602, "initialize needs params.protocolVersion"));
+                return;
+            }
+            String version = VERSIONS.contains(requested) ? requested : VERSIONS.getFirst();
+            if (sessions.size() >= MAX_SESSIONS) expire(true);
+            String sessionId = HexFormat.of().formatHex(Proofs.randomBytes(24));
+            sessions.put(sessionId, new Session(version, new java.util.concurrent.atomic.AtomicLong(System.currentTimeMillis())));
+            ObjectNode result = Frames.JSON.createObjectNode().put("protocolVersion", version);
+            result.putObject("capabilities").putObject("tools").put("listChanged", false);
+            result.putObject("serverInfo").put("name", "arp").put("version", Protocol.VERSION);
+            result.put("instructions", "Runs coding agents (claude, codex, gemini) on the machine where arpc runs. "
+                    + "start_session starts one; get_session shows its status and recent output; answer_permission answers "
+                    + "a permission request of a run started with remote_approvals.");
+            ObjectNode answer = Frames.JSON.createObjectNode().put("jsonrpc", "2.0");
+            answer.set("id", id);
+            answer.set("result", result);
+            ex.getResponseHeaders().put(io.undertow.util.HttpString.tryFromString("Mcp-Session-Id"), sessionId);
+            reply(ex, 200, answer);
+        }
+
+        private static String requireSessionId(io.undertow.server.HttpServerExchange ex) throws RpcError {
+            String id = ex.getRequestHeaders().getFirst("Mcp-Session-Id");
+            if (id == null || id.isBlank()) throw new RpcError(-32600, "missing Mcp-Session-Id header: initialize first", 400);
+            return id;
+        }
+
+        /** Checks the session and protocol version headers of a request after initialize. */
+        private void session(io.undertow.server.HttpServerExchange ex) throws RpcError {
+            String id = requireSessionId(ex);
+            expire(false);
+            Session s = sessions.get(id);
+            if (s == null) throw new RpcError(-32600, "unknown or expired MCP session: initialize again", 404);
+            String version = ex.getRequestHeaders().getFirst("MCP-Protocol-Version");
+            if (version != null && !VERSIONS.contains(version)) {
+                throw new RpcError(-32600, "unsupported MCP-Protocol-Version " + CommandMode.printable(version) + "; this server speaks " + VERSIONS, 400);
+            }
+            s.lastUsed().set(System.currentTimeMillis());
+        }
+
+        /** Drops idle sessions; {@code oldest} also drops the least recently used one to make room. */
+        private void expire(boolean oldest) {
+            long now = System.currentTimeMillis();
+            sessions.values().removeIf(s -> now - s.lastUsed().get() > SESSION_IDLE_MILLIS);
+            if (oldest && sessions.size() >= MAX_SESSIONS) {
+                sessions.entrySet().stream().min(java.util.Comparator.comparingLong(e -> e.getValue().lastUsed().get()))
+                        .ifPresent(e -> sessions.remove(e.getKey()));
+            }
+        }
+
+        private com.fasterxml.jackson.databind.JsonNode call(String method, com.fasterxml.jackson.databind.JsonNode params) throws RpcError, InterruptedException {
+            return switch (method) {
+                case "ping" -> Frames.JSON.createObjectNode();
+                case "tools/list" -> {
+                    ObjectNode result = Frames.JSON.createObjectNode();
+                    result.set("tools", TOOLS);
+                    yield result;
+                }
+                case "tools/call" -> {
+                    String name = params.path("name").asText(null);
+                    var arguments = params.has("arguments") ? params.get("arguments") : Frames.JSON.createObjectNode();
+                    if (name == null || !TOOL_NAMES.contains(name)) throw new RpcError(-32602, "unknown tool " + CommandMode.printable(String.valueOf(name)), 200);
+                    if (!arguments.isObject()) throw new RpcError(-32602, "tool arguments must be an object", 200);
+                    yield callTool(name, arguments);
+                }
+                default -> throw new RpcError(-32601, "method not found: " + CommandMode.printable(method), 200);
+            };
+        }
+
+        /** A tool's result; a tool that fails says so in-band ({@code isError}), as MCP asks. */
+        private ObjectNode callTool(String name, com.fasterxml.jackson.databind.JsonNode args) throws InterruptedException {
+            try {
+                ObjectNode out = switch (name) {
+                    case "start_session" -> runs.start(RunRequest.parse(args)).details();
+                    case "get_session" -> {
+                        AgentRun run = find(args);
+                        ObjectNode details = run.details();
+                        long last = run.log.lastId();
+                        int max = Math.min(Math.max(args.path("max_events").asInt(20), 1), 200);
+                        long since = args.has("since") ? Math.max(0, args.get("since").asLong()) : Math.max(0, last - max);
+                        var events = details.putArray("recent_events");
+                        for (EventLog.Event e : run.log.read(since, max)) {
+                            events.addObject().put("id", e.id()).put("event", e.kind() == null ? "message" : e.kind()).put("data", e.data());
+                        }
+                        yield details;
+                    }
+                    case "list_sessions" -> runs.listJson();
+                    case "cancel_session" -> {
+                        AgentRun run = find(args);
+                        if (!run.cancel("cancelled through MCP")) throw new CommandMode.ApiError(409, "session " + run.id + " has already finished (" + run.status() + ")");
+                        yield Frames.JSON.createObjectNode().put("session_id", run.id).put("type", "session_cancelled");
+                    }
+                    case "answer_permission" -> find(args).answerPermission(args.path("request_id").asText(""), args, "mcp");
+                    case "approval_prompt" -> approvalPrompt(args);
+                    default -> throw new IllegalStateException(name);
+                };
+                ObjectNode result = Frames.JSON.createObjectNode();
+                result.putArray("content").addObject().put("type", "text").put("text", out.toString());
+                if (!name.equals("approval_prompt")) result.set("structuredContent", out);
+                return result.put("isError", false);
+            } catch (CommandMode.ApiError | IOException e) {
+                ObjectNode result = Frames.JSON.createObjectNode();
+                result.putArray("content").addObject().put("type", "text").put("text", e.getMessage());
+                return result.put("isError", true);
+            }
+        }
+
+        private AgentRun find(com.fasterxml.jackson.databind.JsonNode args) throws CommandMode.ApiError {
+            String id = args.path("session_id").asText("");
+            if (id.isEmpty()) throw new CommandMode.ApiError(400, "session_id is required");
+            AgentRun run = runs.find(id);
+            if (run == null) throw new CommandMode.ApiError(404, "no session " + CommandMode.printable(id));
+            return run;
+        }
+
+        /**
+         * Claude Code's MCP permission-prompt tool (the original's approval_prompt): the request joins
+         * the run's stream like one from the control protocol, and this call waits for the answer. The
+         * run is the one named by session_id, else the only running one.
+         */
+        private ObjectNode approvalPrompt(com.fasterxml.jackson.databind.JsonNode args) throws CommandMode.ApiError, InterruptedException {
+            String toolName = args.path("tool_name").asText("");
+            if (toolName.isEmpty()) throw new CommandMode.ApiError(400, "tool_name is required");
+            AgentRun run;
+            if (args.hasNonNull("session_id")) {
+                run = find(args);
+            } else {
+                List<AgentRun> running = runs.running();
+                if (running.size() != 1) return AgentRun.deny("arp cannot tell which session asks: pass session_id");
+                run = running.getFirst();
+            }
+            var decision = new java.util.concurrent.CompletableFuture<ObjectNode>();
+            String requestId = "mcp-" + HexFormat.of().formatHex(Proofs.randomBytes(8));
+            run.requestPermission(requestId, toolName, args.has("input") ? args.get("input") : Frames.JSON.createObjectNode(),
+                    args.path("tool_use_id").asText(null), decision::complete);
+            try {
+                return decision.get(runs.approvalTimeout + 5L, TimeUnit.SECONDS);
+            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+                return AgentRun.deny("no answer");
+            }
+        }
+
+        private static ObjectNode error(com.fasterxml.jackson.databind.JsonNode id, int code, String message) {
+            ObjectNode answer = Frames.JSON.createObjectNode().put("jsonrpc", "2.0");
+            if (id == null) answer.putNull("id"); else answer.set("id", id);
+            answer.putObject("error").put("code", code).put("message", message);
+            return answer;
+        }
+
+        private static void reply(io.undertow.server.HttpServerExchange ex, int status, ObjectNode body) throws IOException {
+            CommandMode.sendJson(ex, status, body);
+        }
+
+        // --- tool descriptions, with JSON schemas for their inputs
+
+        private static final com.fasterxml.jackson.databind.node.ArrayNode TOOLS = Frames.JSON.createArrayNode();
+        private static final java.util.Set<String> TOOL_NAMES = new java.util.LinkedHashSet<>();
+
+        private static void tool(String name, String description, String schema) {
+            try {
+                ObjectNode t = TOOLS.addObject().put("name", name).put("description", description);
+                t.set("inputSchema", Frames.JSON.readTree(schema));
+                TOOL_NAMES.add(name);
+            } catch (IOException e) {
+                throw new IllegalStateException(e);
+            }
+        }
+
+        static {
+            String sessionId = "{\"type\":\"object\",\"properties\":{\"session_id\":{\"type\":\"string\",\"description\":\"arp's session id, or the agent's own\"}},\"required\":[\"session_id\"]}";
+            tool("start_session", "Start a coding agent run (claude, codex or gemini) in a project directory on this machine.",
+                    "{\"type\":\"object\",\"properties\":{"
+                    + "\"executor\":{\"type\":\"string\",\"enum\":[\"claude\",\"codex\",\"gemini\"]},"
+                    + "\"prompt\":{\"type\":\"string\"},\"project_path\":{\"type\":\"string\",\"description\":\"absolute path of an existing directory\"},"
+                    + "\"model\":{\"type\":\"string\"},\"resume\":{\"type\":\"string\",\"description\":\"the agent's session id to continue\"},"
+                    + "\"permission_mode\":{\"type\":\"string\",\"enum\":[\"default\",\"acceptEdits\",\"plan\",\"bypassPermissions\",\"dontAsk\"]},"
+                    + "\"allowed_tools\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"resume_last\":{\"type\":\"boolean\"},"
+                    + "\"approval_mode\":{\"type\":\"string\",\"enum\":[\"default\",\"auto_edit\",\"yolo\",\"plan\"]},"
+                    + "\"remote_approvals\":{\"type\":\"boolean\",\"description\":\"claude: send its permission requests to arp to be answered\"}},"
+                    + "\"required\":[\"prompt\",\"project_path\"]}");
+            tool("get_session", "A session's status and its recent events (after `since`, at most `max_events`).",
+                    "{\"type\":\"object\",\"properties\":{\"session_id\":{\"type\":\"string\"},\"since\":{\"type\":\"integer\",\"minimum\":0},"
+                    + "\"max_events\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200}},\"required\":[\"session_id\"]}");
+            tool("list_sessions", "All sessions, newest first.", "{\"type\":\"object\",\"properties\":{}}");
+            tool("cancel_session", "Stop a running session and its whole process tree.", sessionId);
+            tool("answer_permission", "Answer a pending permission request of a session: allow (optionally with changed input) or deny.",
+                    "{\"type\":\"object\",\"properties\":{\"session_id\":{\"type\":\"string\"},\"request_id\":{\"type\":\"string\"},"
+                    + "\"behavior\":{\"type\":\"string\",\"enum\":[\"allow\",\"deny\"]},\"updated_input\":{\"type\":\"object\"},"
+                    + "\"message\":{\"type\":\"string\"}},\"required\":[\"session_id\",\"request_id\",\"behavior\"]}");
+            tool("approval_prompt", "Claude Code's permission prompt tool (--permission-prompt-tool mcp__arp__approval_prompt): "
+                    + "waits for the remote user's answer and returns {\"behavior\":\"allow\",\"updatedInput\":…} or {\"behavior\":\"deny\",\"message\":…}.",
+                    "{\"type\":\"object\",\"properties\":{\"tool_name\":{\"type\":\"string\"},\"input\":{\"type\":\"object\"},"
+                    + "\"tool_use_id\":{\"type\":\"string\"},\"session_id\":{\"type\":\"string\",\"description\":\"the asking run; default: the only running one\"}},"
+                    + "\"required\":[\"tool_name\",\"input\"]}");
         }
     }
 }
