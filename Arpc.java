@@ -147,6 +147,11 @@ public final class Arpc implements Callable<Integer> {
 
     @Option(names = "--approval-timeout", defaultValue = "300", paramLabel = "SECONDS", description = "Command mode: a permission request nobody answers is denied after this long (default: ${DEFAULT-VALUE}).")
     int approvalTimeout;
+    @Option(names = "--enable-fs", description = "Command mode: serve /api/fs (list directories, read files) inside the --fs-root directories (default: off).")
+    boolean enableFs;
+
+    @Option(names = "--fs-root", paramLabel = "DIR", description = "Command mode, with --enable-fs: a directory the file routes may show (repeat for several; default: the home directory).")
+    List<Path> fsRoots = new ArrayList<>();
 
     @Option(names = "--heartbeat", defaultValue = "20", paramLabel = "SECONDS", description = "Interval of heartbeats to the relay; 3 missed answers mean the relay is gone (default: ${DEFAULT-VALUE}).")
     int heartbeat;
@@ -245,6 +250,9 @@ public final class Arpc implements Callable<Integer> {
         if (maxSessions < 1 || maxSessions > 1000) return "--max-sessions must be 1..1000, not " + maxSessions;
         if (maxRunTime < 0) return "--max-run-time must be 0 (no limit) or more seconds";
         for (int port : proxyPorts) if (port < 1 || port > 65535) return "--proxy-ports must list ports 1..65535, not " + port;
+        if (!commandMode && (enableFs || !fsRoots.isEmpty())) return "--enable-fs and --fs-root need --command-mode";
+        if (!fsRoots.isEmpty() && !enableFs) return "--fs-root needs --enable-fs";
+        for (Path root : fsRoots) if (!Files.isDirectory(root)) return "--fs-root " + root + " is not an existing directory";
         for (String origin : corsOrigins) {
             if (!origin.matches("https?://[^/\\s]+")) return "--cors-origins takes origins such as https://app.example.com, not '" + origin + "'";
         }
@@ -894,6 +902,8 @@ public final class Arpc implements Callable<Integer> {
         private final java.util.Set<String> corsOrigins;
         private final java.util.Set<Integer> proxyPorts;
         final Runs runs;
+        private History history;
+        private FileBrowser files; // null unless --enable-fs
         private final java.util.concurrent.ExecutorService requests = java.util.concurrent.Executors.newVirtualThreadPerTaskExecutor();
         private final java.util.concurrent.atomic.AtomicInteger streams = new java.util.concurrent.atomic.AtomicInteger();
         private final java.net.http.HttpClient proxyClient = java.net.http.HttpClient.newBuilder()
@@ -924,7 +934,9 @@ public final class Arpc implements Callable<Integer> {
             Runs runs = new Runs(configDir.resolve("sessions"), options.maxSessions, options.maxRunTime, options.approvalTimeout);
             runs.load();
             CommandMode api = new CommandMode(options, apiKey.value().getBytes(StandardCharsets.UTF_8), runs);
-            if (options.enableMcp) api.mcp = new Mcp(runs);
+            api.history = History.fromEnvironment();
+            if (options.enableFs) api.files = new FileBrowser(options.fsRoots.isEmpty() ? List.of(History.home()) : options.fsRoots);
+            if (options.enableMcp) api.mcp = new Mcp(runs, api.history);
             var builder = io.undertow.Undertow.builder()
                     .addHttpListener(options.apiPort == null ? 0 : options.apiPort, "127.0.0.1");
             if (options.enableMcp) builder.addHttpListener(options.mcpPort, "127.0.0.1");
@@ -1080,6 +1092,8 @@ public final class Arpc implements Callable<Integer> {
                     return;
                 }
             }
+            if (history.route(ex, method, parts)) return;
+            if (files != null && files.route(ex, method, parts, runs)) return;
             throw new ApiError(404, "no such route: " + method + " " + printable(path));
         }
 
@@ -1139,7 +1153,12 @@ public final class Arpc implements Callable<Integer> {
         }
 
         private void delete(io.undertow.server.HttpServerExchange ex, AgentRun run, String id) throws ApiError, IOException {
-            if (run == null) throw new ApiError(404, "no session " + printable(id));
+            if (run == null) { // the original's semantics: then it is an agent's history session
+                ObjectNode deleted = history.deleteAnywhere(id, History.query(ex, "executor"));
+                if (deleted == null) throw new ApiError(404, "no session " + printable(id));
+                sendJson(ex, 200, deleted);
+                return;
+            }
             if (run.cancel("cancelled by the user")) {
                 sendJson(ex, 200, Frames.JSON.createObjectNode().put("session_id", run.id).put("type", "session_cancelled"));
             } else {
@@ -2223,9 +2242,13 @@ public final class Arpc implements Callable<Integer> {
         private record Session(String version, java.util.concurrent.atomic.AtomicLong lastUsed) {}
 
         private final Runs runs;
+        private final History history;
         private final Map<String, Session> sessions = new ConcurrentHashMap<>();
 
-        Mcp(Runs runs) { this.runs = runs; }
+        Mcp(Runs runs, History history) {
+            this.runs = runs;
+            this.history = history;
+        }
 
         /** A JSON-RPC error, with the HTTP status it travels with. */
         static final class RpcError extends Exception {
@@ -2402,6 +2425,13 @@ public final class Arpc implements Callable<Integer> {
                     }
                     case "answer_permission" -> find(args).answerPermission(args.path("request_id").asText(""), args, "mcp");
                     case "approval_prompt" -> approvalPrompt(args);
+                    case "list_projects" -> History.projects(history.store(args.path("agent").asText(null)));
+                    case "list_history_sessions" -> History.sessions(history.store(args.path("agent").asText(null)),
+                            args.hasNonNull("project_path") ? args.get("project_path").asText() : null,
+                            Math.max(0, args.path("offset").asInt(0)), Math.min(Math.max(args.path("limit").asInt(50), 1), 1000), true);
+                    case "read_history_session" -> History.messages(history.store(args.path("agent").asText(null)),
+                            args.path("session_id").asText(""), Math.max(0, args.path("offset").asInt(0)),
+                            Math.min(Math.max(args.path("limit").asInt(50), 1), History.MAX_MESSAGES));
                     default -> throw new IllegalStateException(name);
                 };
                 ObjectNode result = Frames.JSON.createObjectNode();
@@ -2497,11 +2527,1246 @@ public final class Arpc implements Callable<Integer> {
                     "{\"type\":\"object\",\"properties\":{\"session_id\":{\"type\":\"string\"},\"request_id\":{\"type\":\"string\"},"
                     + "\"behavior\":{\"type\":\"string\",\"enum\":[\"allow\",\"deny\"]},\"updated_input\":{\"type\":\"object\"},"
                     + "\"message\":{\"type\":\"string\"}},\"required\":[\"session_id\",\"request_id\",\"behavior\"]}");
+            String agent = "\"agent\":{\"type\":\"string\",\"enum\":[\"claude\",\"codex\",\"gemini\"]}";
+            tool("list_projects", "The projects an agent has worked on here, from its own history files.",
+                    "{\"type\":\"object\",\"properties\":{" + agent + "},\"required\":[\"agent\"]}");
+            tool("list_history_sessions", "An agent's past sessions, newest first (optionally of one project path).",
+                    "{\"type\":\"object\",\"properties\":{" + agent + ",\"project_path\":{\"type\":\"string\"},"
+                    + "\"offset\":{\"type\":\"integer\",\"minimum\":0},\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000}},\"required\":[\"agent\"]}");
+            tool("read_history_session", "The messages of one of an agent's past sessions, a page at a time.",
+                    "{\"type\":\"object\",\"properties\":{" + agent + ",\"session_id\":{\"type\":\"string\"},"
+                    + "\"offset\":{\"type\":\"integer\",\"minimum\":0},\"limit\":{\"type\":\"integer\",\"minimum\":1}},\"required\":[\"agent\",\"session_id\"]}");
             tool("approval_prompt", "Claude Code's permission prompt tool (--permission-prompt-tool mcp__arp__approval_prompt): "
                     + "waits for the remote user's answer and returns {\"behavior\":\"allow\",\"updatedInput\":…} or {\"behavior\":\"deny\",\"message\":…}.",
                     "{\"type\":\"object\",\"properties\":{\"tool_name\":{\"type\":\"string\"},\"input\":{\"type\":\"object\"},"
                     + "\"tool_use_id\":{\"type\":\"string\"},\"session_id\":{\"type\":\"string\",\"description\":\"the asking run; default: the only running one\"}},"
                     + "\"required\":[\"tool_name\",\"input\"]}");
+        }
+    }
+
+    // ================================================================================================
+    // Agent history and files (command mode): the agents' own session files, and confined file browsing
+
+    /**
+     * GET/DELETE /api/{claude,codex,gemini}/...: the projects and sessions the agents keep on disk, read
+     * where they are. A listing reads only the head and tail of a large transcript and remembers what it
+     * found per (file, size, mtime); ids from the URL match {@link #SESSION_ID} before they touch the disk
+     * and every file read or deleted is checked to be inside the agent's own directory.
+     */
+    static final class History {
+        static final java.util.regex.Pattern SESSION_ID = java.util.regex.Pattern.compile("[0-9A-Za-z-]{1,128}");
+        static final java.util.regex.Pattern PROJECT_ID = java.util.regex.Pattern.compile("[0-9A-Za-z_-][0-9A-Za-z._-]{0,254}");
+        static final int DEFAULT_MESSAGES = 200;
+        static final int MAX_MESSAGES = 10_000;
+        /** A page of messages stops growing at about this many bytes (records with images are MBs each). */
+        static final long MAX_PAGE_BYTES = 32L << 20;
+        static final int MAX_TEXT = 1000;
+
+        final Map<String, Store> stores = new LinkedHashMap<>();
+
+        History(Path home, String claudeDir, String codexDir) {
+            Path claude = claudeDir != null && !claudeDir.isBlank() ? Path.of(claudeDir) : home.resolve(".claude");
+            Path codex = codexDir != null && !codexDir.isBlank() ? Path.of(codexDir) : home.resolve(".codex");
+            stores.put("claude", new ClaudeStore(claude));
+            stores.put("codex", new CodexStore(codex));
+            stores.put("gemini", new GeminiStore(home.resolve(".gemini"), () -> {
+                List<String> known = new ArrayList<>(List.of(home.toString()));
+                for (String agent : List.of("claude", "codex")) {
+                    for (Project p : stores.get(agent).snapshot().projects().values()) if (p.path() != null) known.add(p.path());
+                }
+                return known;
+            }));
+        }
+
+        /** $CLAUDE_CONFIG_DIR (else ~/.claude), $CODEX_HOME (else ~/.codex), ~/.gemini. */
+        static History fromEnvironment() {
+            return new History(home(), System.getenv("CLAUDE_CONFIG_DIR"), System.getenv("CODEX_HOME"));
+        }
+
+        /** $HOME if set, else the JVM's idea of it. */
+        static Path home() {
+            String home = System.getenv("HOME");
+            return Path.of(home != null && !home.isBlank() ? home : System.getProperty("user.home"));
+        }
+
+        /** Serves the request if it is one of the history routes; false leaves it to the caller. */
+        boolean route(io.undertow.server.HttpServerExchange ex, String method, String[] parts) throws CommandMode.ApiError, IOException {
+            int n = parts.length > 4 && parts[parts.length - 1].isEmpty() ? parts.length - 1 : parts.length; // a trailing slash
+            if (n < 4 || !parts[1].equals("api")) return false;
+            Store store = stores.get(parts[2]);
+            if (store == null) return false;
+            boolean projects = parts[3].equals("projects");
+            if (projects && n == 4) {
+                allow(method, "GET");
+                CommandMode.sendJson(ex, 200, projects(store));
+            } else if (projects && n == 5 && parts[4].equals("working-directories")) {
+                allow(method, "GET");
+                CommandMode.sendJson(ex, 200, workingDirectories(store));
+            } else if (projects && n == 6 && parts[5].equals("sessions")) {
+                allow(method, "GET");
+                if (!PROJECT_ID.matcher(parts[4]).matches()) {
+                    throw new CommandMode.ApiError(400, "invalid project id '" + CommandMode.printable(parts[4]) + "'");
+                }
+                Snapshot snapshot = store.snapshot();
+                Project project = snapshot.projects().get(parts[4]);
+                if (project == null) throw new CommandMode.ApiError(404, "no " + store.name + " project " + parts[4]);
+                int[] page = page(ex, 0, Integer.MAX_VALUE);
+                CommandMode.sendJson(ex, 200, sessionList(store, snapshot, project.sessions(), page[0], page[1], query(ex, "limit") != null));
+            } else if (parts[3].equals("sessions") && n == 4) {
+                allow(method, "GET");
+                int[] page = page(ex, 0, Integer.MAX_VALUE);
+                CommandMode.sendJson(ex, 200, sessions(store, query(ex, "projectPath", "project_path"), page[0], page[1], query(ex, "limit") != null));
+            } else if (parts[3].equals("sessions") && n == 5) {
+                String id = checkId(parts[4]);
+                switch (method) {
+                    case "GET" -> {
+                        int[] page = page(ex, DEFAULT_MESSAGES, MAX_MESSAGES);
+                        CommandMode.sendJson(ex, 200, messages(store, id, page[0], page[1]));
+                    }
+                    case "DELETE" -> {
+                        if (!store.delete(id)) throw new CommandMode.ApiError(404, "no " + store.name + " session " + id);
+                        CommandMode.sendJson(ex, 200, deleted(id, store.name));
+                    }
+                    default -> throw new CommandMode.ApiError(405, method + " is not allowed on a history session (GET, DELETE)");
+                }
+            } else {
+                return false;
+            }
+            return true;
+        }
+
+        /**
+         * DELETE /api/sessions/{id} of an id that is not a run: the agents' history session of that id,
+         * in every store (or only {@code executor}'s); null when none has it.
+         */
+        ObjectNode deleteAnywhere(String id, String executor) throws CommandMode.ApiError, IOException {
+            if (!SESSION_ID.matcher(id).matches()) return null;
+            String deletedFrom = null;
+            for (Store store : stores.values()) {
+                if (executor != null && !executor.equalsIgnoreCase(store.name)) continue;
+                if (store.delete(id) && deletedFrom == null) deletedFrom = store.name;
+            }
+            return deletedFrom == null ? null : deleted(id, deletedFrom);
+        }
+
+        private static ObjectNode deleted(String id, String agent) {
+            return Frames.JSON.createObjectNode().put("session_id", id).put("type", "session_deleted").put("executor", agent);
+        }
+
+        private static String checkId(String id) throws CommandMode.ApiError {
+            if (!SESSION_ID.matcher(id).matches()) {
+                throw new CommandMode.ApiError(400, "invalid session id '" + CommandMode.printable(id) + "': letters, digits and '-' only");
+            }
+            return id;
+        }
+
+        private static void allow(String method, String allowed) throws CommandMode.ApiError {
+            if (!method.equals(allowed)) throw new CommandMode.ApiError(405, method + " is not allowed here (" + allowed + ")");
+        }
+
+        static String query(io.undertow.server.HttpServerExchange ex, String... names) {
+            for (String name : names) {
+                var values = ex.getQueryParameters().get(name);
+                if (values != null && !values.isEmpty()) return values.getFirst();
+            }
+            return null;
+        }
+
+        /** {offset, limit} from the query; limit {@code max} when absent and {@code defaultLimit} is 0. */
+        private static int[] page(io.undertow.server.HttpServerExchange ex, int defaultLimit, int max) throws CommandMode.ApiError {
+            String o = query(ex, "offset");
+            String l = query(ex, "limit");
+            long offset = o == null || o.isEmpty() ? 0 : CommandMode.number("offset", o);
+            long limit = l == null || l.isEmpty() ? (defaultLimit > 0 ? defaultLimit : max) : CommandMode.number("limit", l);
+            if (limit > max) throw new CommandMode.ApiError(400, "limit must be at most " + max);
+            return new int[] {(int) Math.min(offset, Integer.MAX_VALUE), (int) limit};
+        }
+
+        // --- the answers, shared by the HTTP routes and the MCP tools
+
+        /** The agent's store, by name (claude, codex, gemini). */
+        Store store(String agent) throws CommandMode.ApiError {
+            Store store = agent == null ? null : stores.get(agent.toLowerCase(java.util.Locale.ROOT));
+            if (store == null) throw new CommandMode.ApiError(400, "agent must be claude, codex or gemini, not '" + CommandMode.printable(String.valueOf(agent)) + "'");
+            return store;
+        }
+
+        static ObjectNode projects(Store store) throws IOException {
+            var list = Frames.JSON.createArrayNode();
+            for (Project p : store.snapshot().projects().values()) list.add(p.json());
+            ObjectNode answer = Frames.JSON.createObjectNode();
+            answer.set("projects", list);
+            return answer.put("type", "projects").put("total", list.size());
+        }
+
+        /** Sessions, newest first, of one project path or all; a page of them. */
+        static ObjectNode sessions(Store store, String projectPath, int offset, int limit, boolean limited) throws IOException {
+            Snapshot snapshot = store.snapshot();
+            List<Session> sessions = snapshot.sessions();
+            if (projectPath != null) {
+                sessions = sessions.stream().filter(s -> projectPath.equals(snapshot.projects().get(s.projectId()).path())).toList();
+            }
+            return sessionList(store, snapshot, sessions, offset, limit, limited);
+        }
+
+        /** A page of one session's messages; 404 if the agent has no such session. */
+        static ObjectNode messages(Store store, String id, int offset, int limit) throws CommandMode.ApiError, IOException {
+            Session s = store.find(checkId(id));
+            if (s == null) throw new CommandMode.ApiError(404, "no " + store.name + " session " + id);
+            var messages = Frames.JSON.createArrayNode();
+            long total = store.messages(store.readable(s.file()), offset, limit, messages);
+            ObjectNode answer = Frames.JSON.createObjectNode();
+            answer.set("messages", messages);
+            // truncated: the page was cut by size; the next one starts at offset + messages.length
+            boolean cut = messages.size() < limit && offset + messages.size() < total;
+            return answer.put("session_id", id).put("type", "session_history")
+                    .put("total", total).put("offset", offset).put("limit", limit).put("truncated", cut);
+        }
+
+        private static ObjectNode sessionList(Store store, Snapshot snapshot, List<Session> sessions, int offset, int limit, boolean limited) {
+            var list = Frames.JSON.createArrayNode();
+            long now = System.currentTimeMillis();
+            sessions.stream().skip(offset).limit(limit)
+                    .forEach(s -> list.add(store.json(s, snapshot.projects().get(s.projectId()), now)));
+            ObjectNode answer = Frames.JSON.createObjectNode();
+            answer.set("sessions", list);
+            answer.put("type", "sessions").put("total", sessions.size()).put("offset", offset);
+            if (limited) answer.put("limit", limit); else answer.putNull("limit");
+            return answer;
+        }
+
+        private static ObjectNode workingDirectories(Store store) {
+            var list = Frames.JSON.createArrayNode();
+            for (Project p : store.snapshot().projects().values()) {
+                if (p.path() == null) continue;
+                Path path = Path.of(p.path());
+                int names = path.getNameCount();
+                String shortname = names >= 2 ? path.getName(names - 2) + "/" + path.getName(names - 1) : p.path();
+                list.addObject().put("path", p.path()).put("shortname", shortname)
+                        .put("conversationCount", p.sessions().size()).put("lastDate", p.sessions().getFirst().updatedAt().toString());
+            }
+            ObjectNode answer = Frames.JSON.createObjectNode();
+            answer.set("directories", list);
+            return answer;
+        }
+
+        // --- the model
+
+        /**
+         * One session file as a listing sees it. {@code cwd} is the directory its records name;
+         * {@code messageCount} is exact when {@code countExact}, else an estimate from the head and tail.
+         */
+        record Session(String id, Path file, String projectId, String cwd, String title, String firstMessage, Instant messageTimestamp,
+                       int messageCount, boolean countExact, Instant createdAt, Instant updatedAt, long modified) {}
+
+        /** A project: its id (a directory name, or a hash of the path), its real path when known, its sessions newest first. */
+        record Project(String id, String path, List<Session> sessions) {
+            ObjectNode json() {
+                ObjectNode p = Frames.JSON.createObjectNode().put("id", id).put("path", path);
+                var ids = p.putArray("sessions");
+                for (Session s : sessions) ids.add(s.id());
+                long created = sessions.stream().mapToLong(s -> s.createdAt().getEpochSecond()).min().orElse(0);
+                return p.put("created_at", created).put("most_recent_session", sessions.getFirst().updatedAt().getEpochSecond())
+                        .put("session_count", sessions.size());
+            }
+        }
+
+        /** All sessions newest first, and the projects they make, most recently active first. */
+        record Snapshot(List<Session> sessions, Map<String, Project> projects) {}
+
+        /** What a scan of a session file noted. Records are fed in file order (the head, then the tail). */
+        static final class Notes {
+            String id;
+            String cwd;
+            String firstMessage;
+            Instant firstMessageAt;
+            Instant first;
+            Instant last;
+            String summary;
+            String customTitle;
+            String aiTitle;
+            long messages;
+            long bytesSeen;
+            boolean sidechain;
+
+            void time(com.fasterxml.jackson.databind.JsonNode ts) {
+                if (ts == null || !ts.isTextual()) return;
+                try {
+                    Instant t = Instant.parse(ts.asText());
+                    if (first == null || t.isBefore(first)) first = t;
+                    if (last == null || t.isAfter(last)) last = t;
+                } catch (java.time.format.DateTimeParseException e) {
+                    // not a time: ignored
+                }
+            }
+
+            void userText(String text, com.fasterxml.jackson.databind.JsonNode ts) {
+                if (firstMessage != null || !realUserText(text)) return;
+                firstMessage = clip(text.strip());
+                try {
+                    firstMessageAt = ts != null && ts.isTextual() ? Instant.parse(ts.asText()) : null;
+                } catch (java.time.format.DateTimeParseException e) {
+                    firstMessageAt = null;
+                }
+            }
+
+            String title() {
+                for (String t : new String[] {customTitle, summary, aiTitle, firstMessage}) if (t != null && !t.isBlank()) return clip(t.strip());
+                return null;
+            }
+
+            /** Texts a listing keeps are cut at {@link #MAX_TEXT} characters: a pasted log must not fill the cache or every listing. */
+            static String clip(String t) { return t.length() <= MAX_TEXT ? t : t.substring(0, MAX_TEXT) + "…"; }
+        }
+
+        /**
+         * Whether a user text is something a person typed, not what the CLI injected (the original's filter
+         * plus the newer markers): command echoes, IDE context, reminders, caveats, continuations, warm-ups.
+         */
+        static boolean realUserText(String text) {
+            if (text == null) return false;
+            String t = text.strip();
+            if (t.isEmpty() || t.equals("Warmup")) return false;
+            for (String p : List.of("<command-name>", "<command-message>", "<command-args>", "<local-command-stdout>",
+                    "<system-reminder>", "<ide_", "<environment_context>", "<user_instructions>")) {
+                if (t.startsWith(p)) return false;
+            }
+            return !t.contains("Caveat: The messages below were generated by the user while running local commands")
+                    && !t.contains("This session is being continued from a previous conversation");
+        }
+
+        /** The {@code text} items of a content array joined by newlines, or the content itself if it is a string. */
+        static String contentText(com.fasterxml.jackson.databind.JsonNode content, String textType) {
+            if (content == null) return null;
+            if (content.isTextual()) return content.asText();
+            if (!content.isArray()) return null;
+            StringBuilder b = new StringBuilder();
+            for (var item : content) {
+                if (!item.path("type").asText("").equals(textType) || !item.path("text").isTextual()) continue;
+                if (!b.isEmpty()) b.append('\n');
+                b.append(item.get("text").asText());
+            }
+            return b.isEmpty() ? null : b.toString();
+        }
+
+        static String sha256(String s) {
+            try {
+                return HexFormat.of().formatHex(java.security.MessageDigest.getInstance("SHA-256").digest(s.getBytes(StandardCharsets.UTF_8)));
+            } catch (java.security.NoSuchAlgorithmException e) {
+                throw new IllegalStateException(e);
+            }
+        }
+
+        /**
+         * One agent's history directory. Subclasses find the session files and read one; this class keeps
+         * what was read per (file, size, mtime), groups sessions into projects, and checks containment.
+         */
+        abstract static class Store {
+            static final int MAX_CACHED = 50_000;
+            static final long ONGOING_MILLIS = 30_000;
+
+            final String name;
+            final Path root;
+            /** What was read of each file, valid while its size and mtime stay; {@code session} null: not a session. */
+            private record Cached(long size, long modified, Session session) {}
+
+            private final Map<Path, Cached> cache = java.util.Collections.synchronizedMap(new LinkedHashMap<>(256, 0.75f, true) {
+                @Override
+                protected boolean removeEldestEntry(Map.Entry<Path, Cached> eldest) { return size() > MAX_CACHED; }
+            });
+
+            Store(String name, Path root) {
+                this.name = name;
+                this.root = root;
+            }
+
+            /** The candidate session files, or none if the directory is missing ({@link #session(Path)} keeps regular files only, never symlinks). */
+            abstract List<Path> sessionFiles() throws IOException;
+
+            /** Reads one session file; null if it is not a session (e.g. a subagent's transcript). */
+            abstract Session read(Path file, java.nio.file.attribute.BasicFileAttributes attributes) throws IOException;
+
+            /**
+             * Appends the messages {@code offset..offset+limit} of a session to {@code out}, fewer once they
+             * reach {@link #MAX_PAGE_BYTES}; returns how many it has.
+             */
+            abstract long messages(Path file, int offset, int limit, com.fasterxml.jackson.databind.node.ArrayNode out) throws IOException;
+
+            /** The files and directories a delete removes: the session's own. */
+            List<Path> ownFiles(Session s) throws IOException { return List.of(s.file()); }
+
+            /** The project's real path: the directory its sessions' records name (the newest that names one). */
+            String projectPath(String projectId, List<Session> sessions) {
+                for (Session s : sessions) if (s.cwd() != null) return s.cwd();
+                return null;
+            }
+
+            /** Extra per-agent fields of a listed session. */
+            void addFields(Session s, ObjectNode json) {}
+
+            /** The root's real path, or null if it does not exist. */
+            Path realRoot() {
+                try {
+                    return root.toRealPath();
+                } catch (IOException e) {
+                    return null;
+                }
+            }
+
+            /** The session file or directory of a listing, if it is one, read or from the cache. */
+            Session session(Path file) {
+                try {
+                    var a = Files.readAttributes(file, java.nio.file.attribute.BasicFileAttributes.class, java.nio.file.LinkOption.NOFOLLOW_LINKS);
+                    if (!a.isRegularFile()) return null;
+                    long modified = a.lastModifiedTime().toMillis();
+                    Cached known = cache.get(file);
+                    if (known != null && known.modified() == modified && known.size() == a.size()) return known.session();
+                    Session s = read(file, a);
+                    if (s != null && !SESSION_ID.matcher(s.id()).matches()) s = null; // never listed unless it can be asked for
+                    cache.put(file, new Cached(a.size(), modified, s));
+                    return s;
+                } catch (IOException | RuntimeException e) {
+                    Log.debug(name + " history: skipping " + file + ": " + e);
+                    return null;
+                }
+            }
+
+            Snapshot snapshot() {
+                List<Session> all = new ArrayList<>();
+                try {
+                    // in parallel: a first listing reads every file (the next ones only stat them)
+                    sessionFiles().parallelStream().map(this::session).filter(java.util.Objects::nonNull).forEachOrdered(all::add);
+                } catch (IOException e) {
+                    Log.debug(name + " history: " + e);
+                }
+                all.sort(java.util.Comparator.comparing(Session::updatedAt).reversed().thenComparing(Session::id));
+                // one entry per id (Gemini may keep several files of one session): the newest
+                java.util.Set<String> seen = new java.util.HashSet<>();
+                all.removeIf(s -> !seen.add(s.id()));
+                Map<String, List<Session>> byProject = new LinkedHashMap<>();
+                for (Session s : all) byProject.computeIfAbsent(s.projectId(), k -> new ArrayList<>()).add(s);
+                Map<String, Project> projects = new LinkedHashMap<>();
+                byProject.forEach((id, sessions) -> projects.put(id, new Project(id, projectPath(id, sessions), List.copyOf(sessions))));
+                return new Snapshot(List.copyOf(all), projects);
+            }
+
+            /** The session with this id (already checked against {@link #SESSION_ID}), or null. */
+            Session find(String id) throws IOException {
+                for (Session s : snapshot().sessions()) if (s.id().equals(id)) return s;
+                return null;
+            }
+
+            /** The file's real path, if it lies inside the agent's directory. */
+            Path readable(Path file) throws CommandMode.ApiError, IOException {
+                Path real = realRoot();
+                if (real == null || !file.toRealPath().startsWith(real)) {
+                    throw new CommandMode.ApiError(403, "the session file is not inside " + root);
+                }
+                return file.toRealPath();
+            }
+
+            /** Deletes the session's own files; false if there is no such session. */
+            boolean delete(String id) throws CommandMode.ApiError, IOException {
+                Session s = find(id);
+                if (s == null) return false;
+                Path real = realRoot();
+                for (Path p : ownFiles(s)) {
+                    // every path must lie in the agent's directory; a symlink is removed, never followed
+                    Path parent = p.toAbsolutePath().getParent();
+                    if (real == null || parent == null || !parent.toRealPath().startsWith(real)) {
+                        throw new CommandMode.ApiError(403, "refusing to delete " + p + ": not inside " + root);
+                    }
+                    if (Files.isDirectory(p, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+                        try (var walk = Files.walk(p)) {
+                            for (Path q : walk.sorted(java.util.Comparator.reverseOrder()).toList()) Files.deleteIfExists(q);
+                        }
+                    } else {
+                        Files.deleteIfExists(p);
+                    }
+                    cache.remove(p);
+                }
+                Log.info(name + " history: deleted session " + id);
+                return true;
+            }
+
+            /** A session as the original listed it (its field names), with its title, last activity and whether the count is exact. */
+            ObjectNode json(Session s, Project project, long now) {
+                ObjectNode j = Frames.JSON.createObjectNode().put("id", s.id()).put("project_id", s.projectId())
+                        .put("project_path", project == null ? null : project.path()).put("title", s.title())
+                        .put("first_message", s.firstMessage())
+                        .put("message_timestamp", s.messageTimestamp() == null ? null : s.messageTimestamp().toString());
+                j.put("message_count", s.messageCount()).put("message_count_exact", s.countExact());
+                String status = s.messageCount() == 0 ? "pending"
+                        : now - s.modified() < ONGOING_MILLIS ? "ongoing" : "completed";
+                j.put("status", status).put("created_at", s.createdAt().getEpochSecond()).put("updated_at", s.updatedAt().toString());
+                j.put("total_duration", java.time.Duration.between(s.createdAt(), s.updatedAt()).toMillis() / 1000.0);
+                j.putNull("todo_data");
+                addFields(s, j);
+                return j;
+            }
+
+            /** A session made of a scan's notes; times fall back to the file's mtime. */
+            Session newSession(String id, Path file, String projectId, Notes n, boolean exact, long size,
+                            java.nio.file.attribute.BasicFileAttributes a) {
+                Instant modified = a.lastModifiedTime().toInstant();
+                Instant created = n.first != null ? n.first : modified;
+                Instant updated = n.last != null ? n.last : modified;
+                long count = exact || n.bytesSeen == 0 ? n.messages : Math.round((double) n.messages * size / n.bytesSeen);
+                return new Session(id, file, projectId, n.cwd, n.title(), n.firstMessage, n.firstMessageAt, (int) Math.min(count, Integer.MAX_VALUE),
+                        exact, created, updated, a.lastModifiedTime().toMillis());
+            }
+        }
+
+        /** Bytes of a JSONL transcript read for a listing: at most this much of its head and of its tail. */
+        static final int HEAD = 64 * 1024;
+        static final int TAIL = 64 * 1024;
+        /** A record longer than this is skipped (a listing never holds more of one line). */
+        static final int MAX_SCAN_LINE = 1 << 20;
+        /** A record longer than this is left out of a message page. */
+        static final int MAX_MESSAGE_LINE = 32 << 20;
+
+        /**
+         * Feeds a JSONL transcript's records to {@code each}: all of them for a small file, else those of
+         * the first {@link #HEAD} and last {@link #TAIL} bytes. Each record has its top-level scalars; of
+         * its objects and arrays only those {@code wanted} are read (the others are empty), so a listing
+         * does not build the trees of message texts it never looks at. Returns whether it saw the whole file.
+         */
+        static boolean scanJsonl(Path file, long size, Notes notes, java.util.function.Predicate<String> wanted,
+                                 java.util.function.Consumer<com.fasterxml.jackson.databind.JsonNode> each) throws IOException {
+            boolean whole = size <= HEAD + TAIL;
+            Lines.Sink sink = (b, off, len) -> {
+                notes.bytesSeen += len + 1;
+                ObjectNode record = Frames.JSON.createObjectNode();
+                try (var p = Frames.JSON.createParser(b, off, len)) {
+                    if (p.nextToken() != com.fasterxml.jackson.core.JsonToken.START_OBJECT) return true;
+                    while (p.nextToken() == com.fasterxml.jackson.core.JsonToken.FIELD_NAME) {
+                        String name = p.currentName();
+                        if (p.nextToken().isScalarValue() || wanted.test(name)) {
+                            record.set(name, Frames.JSON.readTree(p));
+                        } else {
+                            p.skipChildren();
+                            record.putObject(name);
+                        }
+                    }
+                } catch (IOException e) {
+                    return true; // a malformed line, or the last one half-written: skipped
+                }
+                each.accept(record);
+                return true;
+            };
+            if (whole) {
+                Lines.read(file, 0, Long.MAX_VALUE, MAX_SCAN_LINE, sink);
+            } else {
+                Lines.read(file, 0, HEAD, MAX_SCAN_LINE, sink);
+                Lines.read(file, size - TAIL, Long.MAX_VALUE, MAX_SCAN_LINE, sink);
+            }
+            return whole;
+        }
+
+        /** A page of a JSONL transcript: its JSON-object lines, malformed ones skipped; returns how many there are. */
+        static long jsonlMessages(Path file, int offset, int limit, com.fasterxml.jackson.databind.node.ArrayNode out) throws IOException {
+            long[] total = {0};
+            long[] bytes = {0};
+            Lines.read(file, 0, Long.MAX_VALUE, MAX_MESSAGE_LINE, (b, off, len) -> {
+                long i = total[0];
+                if (i >= offset && i - offset < limit && bytes[0] < MAX_PAGE_BYTES) {
+                    bytes[0] += len;
+                    try {
+                        var node = Frames.JSON.readTree(b, off, len);
+                        if (node == null || !node.isObject()) return true;
+                        out.add(node);
+                    } catch (IOException e) {
+                        return true;
+                    }
+                } else if (!isJsonObject(b, off, len)) {
+                    return true;
+                }
+                total[0]++;
+                return true;
+            });
+            return total[0];
+        }
+
+        /** Whether the bytes are one JSON object, checked without building it. */
+        static boolean isJsonObject(byte[] b, int off, int len) {
+            try (var p = Frames.JSON.createParser(b, off, len)) {
+                if (p.nextToken() != com.fasterxml.jackson.core.JsonToken.START_OBJECT) return false;
+                p.skipChildren();
+                return true;
+            } catch (IOException e) {
+                return false;
+            }
+        }
+
+        // --- Claude Code: <root>/projects/<encoded cwd>/<session id>.jsonl
+
+        static final class ClaudeStore extends Store {
+            ClaudeStore(Path root) { super("claude", root); }
+
+            private Path projectsDir() {
+                Path real = realRoot();
+                return real == null ? null : real.resolve("projects");
+            }
+
+            /** The project directories: real directories (not symlinks) whose names are valid project ids. */
+            private List<Path> projectDirs() throws IOException {
+                Path projects = projectsDir();
+                if (projects == null || !Files.isDirectory(projects, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return List.of();
+                List<Path> dirs = new ArrayList<>();
+                try (var stream = Files.newDirectoryStream(projects)) {
+                    for (Path d : stream) {
+                        String n = d.getFileName().toString();
+                        if (PROJECT_ID.matcher(n).matches() && Files.isDirectory(d, java.nio.file.LinkOption.NOFOLLOW_LINKS)) dirs.add(d);
+                    }
+                }
+                return dirs;
+            }
+
+            @Override
+            List<Path> sessionFiles() throws IOException {
+                List<Path> files = new ArrayList<>();
+                for (Path d : projectDirs()) {
+                    try (var stream = Files.newDirectoryStream(d, "*.jsonl")) {
+                        for (Path f : stream) {
+                            // agent-<id>.jsonl: a subagent's transcript (older versions), not a session
+                            if (!f.getFileName().toString().startsWith("agent-")) files.add(f);
+                        }
+                    }
+                }
+                return files;
+            }
+
+            @Override
+            Session find(String id) {
+                if (id.startsWith("agent-")) return null;
+                try {
+                    for (Path d : projectDirs()) {
+                        Path f = d.resolve(id + ".jsonl");
+                        if (Files.isRegularFile(f, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return session(f);
+                    }
+                } catch (IOException e) {
+                    Log.debug("claude history: " + e);
+                }
+                return null;
+            }
+
+            @Override
+            Session read(Path file, java.nio.file.attribute.BasicFileAttributes a) throws IOException {
+                String name = file.getFileName().toString();
+                String id = name.substring(0, name.length() - ".jsonl".length());
+                Notes n = new Notes();
+                // a message's content is read only while the first real user text is still to be found
+                boolean whole = scanJsonl(file, a.size(), n, field -> field.equals("message") && n.firstMessage == null, r -> {
+                    String type = r.path("type").asText("");
+                    switch (type) {
+                        case "summary" -> n.summary = text(r, "summary", n.summary);
+                        case "custom-title" -> n.customTitle = text(r, "customTitle", n.customTitle);
+                        case "ai-title" -> n.aiTitle = text(r, "aiTitle", n.aiTitle);
+                        default -> { }
+                    }
+                    n.time(r.get("timestamp"));
+                    if (n.cwd == null && r.path("cwd").isTextual() && !r.get("cwd").asText().isBlank()) n.cwd = r.get("cwd").asText();
+                    if ((type.equals("user") || type.equals("assistant")) && r.has("message")) {
+                        boolean side = r.path("isSidechain").asBoolean(false);
+                        if (n.messages == 0) n.sidechain = side;
+                        n.messages++;
+                        if (type.equals("user") && !side && !r.path("isMeta").asBoolean(false)) {
+                            n.userText(contentText(r.path("message").get("content"), "text"), r.get("timestamp"));
+                        }
+                    }
+                });
+                if (n.sidechain) return null; // a subagent's transcript under another name
+                return newSession(id, file, file.getParent().getFileName().toString(), n, whole, a.size(), a);
+            }
+
+            private static String text(com.fasterxml.jackson.databind.JsonNode r, String field, String otherwise) {
+                var v = r.get(field);
+                return v != null && v.isTextual() && !v.asText().isBlank() ? v.asText() : otherwise;
+            }
+
+            /** The cwd whose encoding is the directory's name (a session may have moved on); else the newest recorded. */
+            @Override
+            String projectPath(String projectId, List<Session> sessions) {
+                for (Session s : sessions) if (s.cwd() != null && encodes(s.cwd(), projectId)) return s.cwd();
+                return super.projectPath(projectId, sessions);
+            }
+
+            /** Claude's directory name for a path: every UTF-16 unit outside [A-Za-z0-9] becomes '-'; long ones are cut and hashed. */
+            static String encode(String path) {
+                StringBuilder b = new StringBuilder(path.length());
+                for (int i = 0; i < path.length(); i++) {
+                    char c = path.charAt(i);
+                    b.append((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ? c : '-');
+                }
+                if (b.length() <= 200) return b.toString();
+                return b.substring(0, 200) + "-" + Long.toString(Math.abs((long) path.hashCode()), 36);
+            }
+
+            /** Whether {@code dir} is this path's directory name (for long paths the 200-character prefix, whatever the hash). */
+            static boolean encodes(String path, String dir) {
+                String e = encode(path);
+                return e.equals(dir) || (e.length() > 200 && dir.length() > 201 && dir.startsWith(e.substring(0, 201)));
+            }
+
+            /** The transcript, its {@code <id>/} directory (subagents, tool results), its todos, and its legacy subagent files. */
+            @Override
+            List<Path> ownFiles(Session s) throws IOException {
+                List<Path> own = new ArrayList<>(List.of(s.file()));
+                Path dir = s.file().resolveSibling(s.id());
+                if (Files.exists(dir, java.nio.file.LinkOption.NOFOLLOW_LINKS)) own.add(dir);
+                try (var stream = Files.newDirectoryStream(s.file().getParent(), "agent-*.jsonl")) {
+                    for (Path f : stream) if (s.id().equals(firstSessionId(f))) own.add(f);
+                }
+                Path real = realRoot();
+                Path todos = real == null ? null : real.resolve("todos");
+                if (todos != null && Files.isDirectory(todos, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+                    try (var stream = Files.newDirectoryStream(todos, f -> {
+                        String n = f.getFileName().toString();
+                        return n.equals(s.id() + ".json") || (n.startsWith(s.id() + "-agent-") && n.endsWith(".json"));
+                    })) {
+                        stream.forEach(own::add);
+                    }
+                }
+                return own;
+            }
+
+            private static String firstSessionId(Path file) {
+                String[] id = {null};
+                try {
+                    Lines.read(file, 0, 1, MAX_SCAN_LINE, (b, off, len) -> {
+                        try {
+                            id[0] = Frames.JSON.readTree(b, off, len).path("sessionId").asText(null);
+                        } catch (IOException e) {
+                            // not JSON
+                        }
+                        return false;
+                    });
+                } catch (IOException e) {
+                    return null;
+                }
+                return id[0];
+            }
+
+            @Override
+            long messages(Path file, int offset, int limit, com.fasterxml.jackson.databind.node.ArrayNode out) throws IOException {
+                return jsonlMessages(file, offset, limit, out);
+            }
+
+            /** todo_data: the session's todo list, from todos/<id>-agent-<id>.json (or the older todos/<id>.json). */
+            @Override
+            void addFields(Session s, ObjectNode json) {
+                Path real = realRoot();
+                if (real == null) return;
+                Path todos = real.resolve("todos");
+                for (String n : List.of(s.id() + "-agent-" + s.id() + ".json", s.id() + ".json")) {
+                    Path f = todos.resolve(n);
+                    try {
+                        if (Files.isRegularFile(f, java.nio.file.LinkOption.NOFOLLOW_LINKS) && Files.size(f) <= 1 << 20) {
+                            json.set("todo_data", Frames.JSON.readTree(f.toFile()));
+                            return;
+                        }
+                    } catch (IOException e) {
+                        // unreadable or not JSON: no todos
+                    }
+                }
+            }
+        }
+
+        // --- Codex: $CODEX_HOME/sessions/YYYY/MM/DD/rollout-<time>-<uuid>.jsonl
+
+        static final class CodexStore extends Store {
+            static final java.util.regex.Pattern FILE = java.util.regex.Pattern.compile(
+                    "rollout-.*?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\\.jsonl");
+
+            CodexStore(Path root) { super("codex", root); }
+
+            @Override
+            List<Path> sessionFiles() throws IOException {
+                Path real = realRoot();
+                Path sessions = real == null ? null : real.resolve("sessions");
+                if (sessions == null || !Files.isDirectory(sessions, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return List.of();
+                try (var walk = Files.walk(sessions, 4)) {
+                    return walk.filter(f -> {
+                        String n = f.getFileName().toString();
+                        return n.startsWith("rollout-") && n.endsWith(".jsonl");
+                    }).toList();
+                }
+            }
+
+            @Override
+            Session read(Path file, java.nio.file.attribute.BasicFileAttributes a) throws IOException {
+                Notes n = new Notes();
+                boolean whole = scanJsonl(file, a.size(), n, field -> field.equals("payload"), r -> {
+                    String type = r.path("type").asText("");
+                    var p = r.path("payload");
+                    n.time(r.get("timestamp"));
+                    switch (type) {
+                        case "session_meta" -> {
+                            if (n.id == null && p.path("id").isTextual()) n.id = p.get("id").asText();
+                            if (n.cwd == null && p.path("cwd").isTextual()) n.cwd = p.get("cwd").asText();
+                            n.time(p.get("timestamp"));
+                        }
+                        case "turn_context" -> {
+                            if (n.cwd == null && p.path("cwd").isTextual()) n.cwd = p.get("cwd").asText();
+                        }
+                        case "response_item" -> {
+                            if (!p.path("type").asText("").equals("message")) return;
+                            n.messages++;
+                            if (p.path("role").asText("").equals("user")) n.userText(contentText(p.get("content"), "input_text"), r.get("timestamp"));
+                        }
+                        case "event_msg" -> {
+                            if (p.path("type").asText("").equals("user_message") && p.path("message").isTextual()) {
+                                n.userText(p.get("message").asText(), r.get("timestamp"));
+                            }
+                        }
+                        default -> { }
+                    }
+                });
+                // the whole UUID: the file name's, else the one session_meta records
+                var m = FILE.matcher(file.getFileName().toString());
+                String id = m.matches() ? m.group(1).toLowerCase(java.util.Locale.ROOT) : n.id;
+                if (id == null) return null;
+                // Codex keeps no project directories: a project is a cwd, its id the SHA-256 of the path (as Gemini names them)
+                return newSession(id, file, n.cwd == null ? "unknown" : sha256(n.cwd), n, whole, a.size(), a);
+            }
+
+            @Override
+            long messages(Path file, int offset, int limit, com.fasterxml.jackson.databind.node.ArrayNode out) throws IOException {
+                return jsonlMessages(file, offset, limit, out);
+            }
+        }
+
+        // --- Gemini: ~/.gemini/tmp/<sha256(project root)>/chats/session-<time>-<id prefix>.json, one JSON object each
+
+        static final class GeminiStore extends Store {
+            /** A file larger than this is read for a listing only until its first user message (the count is then estimated). */
+            static final int WHOLE = 1 << 20;
+
+            static final long KNOWN_NANOS = 5_000_000_000L;
+
+            private final java.util.function.Supplier<List<String>> knownPaths;
+            /** SHA-256 -> path of the paths arp knows of, and when that was computed (once per listing, not per project). */
+            private volatile Map<String, String> known;
+            private volatile long knownAt;
+
+            GeminiStore(Path root, java.util.function.Supplier<List<String>> knownPaths) {
+                super("gemini", root);
+                this.knownPaths = knownPaths;
+            }
+
+            private List<Path> projectDirs() throws IOException {
+                Path real = realRoot();
+                Path tmp = real == null ? null : real.resolve("tmp");
+                if (tmp == null || !Files.isDirectory(tmp, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return List.of();
+                List<Path> dirs = new ArrayList<>();
+                try (var stream = Files.newDirectoryStream(tmp)) {
+                    for (Path d : stream) {
+                        String n = d.getFileName().toString();
+                        if (PROJECT_ID.matcher(n).matches() && Files.isDirectory(d, java.nio.file.LinkOption.NOFOLLOW_LINKS)) dirs.add(d);
+                    }
+                }
+                return dirs;
+            }
+
+            @Override
+            List<Path> sessionFiles() throws IOException {
+                List<Path> files = new ArrayList<>();
+                for (Path d : projectDirs()) {
+                    Path chats = d.resolve("chats");
+                    if (!Files.isDirectory(chats, java.nio.file.LinkOption.NOFOLLOW_LINKS)) continue;
+                    try (var stream = Files.newDirectoryStream(chats, "*.json")) {
+                        stream.forEach(files::add);
+                    }
+                }
+                return files;
+            }
+
+            @Override
+            Session read(Path file, java.nio.file.attribute.BasicFileAttributes a) throws IOException {
+                Notes n = new Notes();
+                boolean whole = true;
+                try (var in = Files.newInputStream(file, java.nio.file.LinkOption.NOFOLLOW_LINKS); var p = Frames.JSON.createParser(in)) {
+                    if (p.nextToken() != com.fasterxml.jackson.core.JsonToken.START_OBJECT) return null;
+                    fields:
+                    while (p.nextToken() == com.fasterxml.jackson.core.JsonToken.FIELD_NAME) {
+                        String field = p.currentName();
+                        var t = p.nextToken();
+                        switch (field) {
+                            case "sessionId" -> n.id = t.isScalarValue() ? p.getValueAsString() : null;
+                            case "startTime", "lastUpdated" -> n.time(t == com.fasterxml.jackson.core.JsonToken.VALUE_STRING
+                                    ? com.fasterxml.jackson.databind.node.TextNode.valueOf(p.getText()) : null);
+                            case "summary" -> n.summary = t == com.fasterxml.jackson.core.JsonToken.VALUE_STRING ? p.getText() : n.summary;
+                            case "projectPath", "workingDirectory" -> {
+                                if (n.cwd == null && t == com.fasterxml.jackson.core.JsonToken.VALUE_STRING) n.cwd = p.getText();
+                            }
+                            case "messages" -> {
+                                if (t != com.fasterxml.jackson.core.JsonToken.START_ARRAY) {
+                                    p.skipChildren();
+                                    continue;
+                                }
+                                while (p.nextToken() != com.fasterxml.jackson.core.JsonToken.END_ARRAY) {
+                                    n.messages++;
+                                    if (n.firstMessage == null) {
+                                        com.fasterxml.jackson.databind.JsonNode m = Frames.JSON.readTree(p);
+                                        n.time(m.get("timestamp"));
+                                        if (m.path("type").asText(m.path("role").asText("")).equals("user")) {
+                                            n.userText(firstString(m.get("content")), m.get("timestamp"));
+                                        }
+                                    } else {
+                                        p.skipChildren();
+                                    }
+                                    n.bytesSeen = p.currentLocation().getByteOffset();
+                                    if (a.size() > WHOLE && n.firstMessage != null && n.bytesSeen > HEAD) {
+                                        whole = false;
+                                        break fields;
+                                    }
+                                }
+                            }
+                            default -> p.skipChildren();
+                        }
+                    }
+                }
+                if (n.id == null) return null;
+                return newSession(n.id, file, file.getParent().getParent().getFileName().toString(), n, whole, a.size(), a);
+            }
+
+            /** The first non-blank string in the content, depth first (a string, or parts with text). */
+            private static String firstString(com.fasterxml.jackson.databind.JsonNode node) {
+                if (node == null) return null;
+                if (node.isTextual()) return node.asText().isBlank() ? null : node.asText();
+                for (var child : node) {
+                    String s = firstString(child);
+                    if (s != null) return s;
+                }
+                return null;
+            }
+
+            /**
+             * The real path: one a session file, the directory's {@code .project_root} or its {@code logs.json}
+             * records (preferring one whose SHA-256 is the directory's name), else a path arp knows of (a Claude
+             * or Codex project, the home directory) whose hash it is; null if none.
+             */
+            @Override
+            String projectPath(String projectId, List<Session> sessions) {
+                List<String> recorded = new ArrayList<>();
+                for (Session s : sessions) if (s.cwd() != null) recorded.add(s.cwd());
+                Path dir = realRoot() == null ? null : realRoot().resolve("tmp").resolve(projectId);
+                if (recorded.isEmpty() && dir != null) {
+                    try {
+                        Path marker = dir.resolve(".project_root");
+                        if (Files.isRegularFile(marker, java.nio.file.LinkOption.NOFOLLOW_LINKS) && Files.size(marker) < 4096) {
+                            String s = Files.readString(marker).strip();
+                            if (!s.isEmpty()) recorded.add(s);
+                        }
+                    } catch (IOException e) {
+                        // unreadable
+                    }
+                }
+                if (recorded.isEmpty() && dir != null) recorded.addAll(logPaths(dir.resolve("logs.json")));
+                for (String r : recorded) if (sha256(r).equals(projectId)) return r;
+                if (!recorded.isEmpty()) return recorded.getFirst();
+                return knownHashes().get(projectId);
+            }
+
+            private Map<String, String> knownHashes() {
+                Map<String, String> k = known;
+                if (k == null || System.nanoTime() - knownAt > KNOWN_NANOS) {
+                    Map<String, String> m = new java.util.HashMap<>();
+                    for (String path : knownPaths.get()) m.putIfAbsent(sha256(path), path);
+                    known = k = m;
+                    knownAt = System.nanoTime();
+                }
+                return k;
+            }
+
+            /** Paths that logs.json entries record (projectPath, workingDirectory or cwd), from its first MiB. */
+            private static List<String> logPaths(Path logs) {
+                List<String> found = new ArrayList<>();
+                try {
+                    if (!Files.isRegularFile(logs, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return found;
+                    try (var in = Files.newInputStream(logs); var p = Frames.JSON.createParser(in)) {
+                        com.fasterxml.jackson.core.JsonToken t;
+                        while ((t = p.nextToken()) != null && p.currentLocation().getByteOffset() < WHOLE && found.isEmpty()) {
+                            if (t == com.fasterxml.jackson.core.JsonToken.VALUE_STRING
+                                    && List.of("projectPath", "workingDirectory", "cwd").contains(p.currentName()) && p.getText().startsWith("/")) {
+                                found.add(p.getText());
+                            }
+                        }
+                    }
+                } catch (IOException e) {
+                    // unreadable or malformed: nothing recorded
+                }
+                return found;
+            }
+
+            @Override
+            long messages(Path file, int offset, int limit, com.fasterxml.jackson.databind.node.ArrayNode out) throws IOException {
+                long total = 0;
+                try (var in = Files.newInputStream(file, java.nio.file.LinkOption.NOFOLLOW_LINKS); var p = Frames.JSON.createParser(in)) {
+                    if (p.nextToken() != com.fasterxml.jackson.core.JsonToken.START_OBJECT) return 0;
+                    while (p.nextToken() == com.fasterxml.jackson.core.JsonToken.FIELD_NAME) {
+                        String field = p.currentName();
+                        var t = p.nextToken();
+                        if (!field.equals("messages") || t != com.fasterxml.jackson.core.JsonToken.START_ARRAY) {
+                            p.skipChildren();
+                            continue;
+                        }
+                        long bytes = 0;
+                        while (p.nextToken() != com.fasterxml.jackson.core.JsonToken.END_ARRAY) {
+                            if (total >= offset && total - offset < limit && bytes < MAX_PAGE_BYTES) {
+                                long start = p.currentLocation().getByteOffset();
+                                com.fasterxml.jackson.databind.JsonNode m = Frames.JSON.readTree(p);
+                                out.add(m);
+                                bytes += p.currentLocation().getByteOffset() - start;
+                            } else {
+                                p.skipChildren();
+                            }
+                            total++;
+                        }
+                    }
+                }
+                return total;
+            }
+        }
+    }
+
+    /**
+     * Reads the lines of a file region with one fixed buffer, handing each complete line to a sink as
+     * bytes (no copy unless it spans two reads): for heads and tails of transcripts too large to read whole.
+     */
+    static final class Lines {
+        interface Sink {
+            /** One line, without its newline (or CR LF); false stops the reading. */
+            boolean line(byte[] b, int off, int len) throws IOException;
+        }
+
+        /**
+         * The lines that start at or after {@code from} and before {@code until}; when {@code from} is not 0,
+         * the part of a line before the first newline is skipped (it began earlier). Lines longer than
+         * {@code max} bytes and empty lines are skipped.
+         */
+        static void read(Path file, long from, long until, int max, Sink sink) throws IOException {
+            try (var ch = java.nio.channels.FileChannel.open(file, java.nio.file.StandardOpenOption.READ, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+                ch.position(from);
+                byte[] buf = new byte[64 * 1024];
+                ByteBuffer bb = ByteBuffer.wrap(buf);
+                byte[] pending = new byte[0];
+                int pendingLen = 0;
+                boolean tooLong = false;
+                boolean skip = from > 0;
+                long offset = from;     // file offset of buf[0]
+                long lineStart = from;
+                int n;
+                while ((n = ch.read(bb.clear())) > 0) {
+                    int start = 0;
+                    for (int i = 0; i < n; i++) {
+                        if (buf[i] != '\n') continue;
+                        if (lineStart >= until) return;
+                        if (skip) {
+                            skip = false;
+                        } else if (!tooLong && (long) pendingLen + i - start <= max) {
+                            boolean more;
+                            if (pendingLen == 0) {
+                                more = emit(sink, buf, start, i - start);
+                            } else {
+                                pending = append(pending, pendingLen, buf, start, i - start);
+                                more = emit(sink, pending, 0, pendingLen + i - start);
+                            }
+                            if (!more) return;
+                        }
+                        pendingLen = 0;
+                        tooLong = false;
+                        start = i + 1;
+                        lineStart = offset + i + 1;
+                    }
+                    if (lineStart >= until) return;
+                    int rest = n - start;
+                    if (!skip && !tooLong) {
+                        if ((long) pendingLen + rest > max) {
+                            tooLong = true;
+                        } else {
+                            pending = append(pending, pendingLen, buf, start, rest);
+                            pendingLen += rest;
+                        }
+                    }
+                    offset += n;
+                    if ((tooLong || skip) && offset >= until) return; // the rest of this line is not wanted, nor anything after it
+                }
+                if (!skip && !tooLong && pendingLen > 0 && lineStart < until) emit(sink, pending, 0, pendingLen); // no final newline
+            }
+        }
+
+        private static byte[] append(byte[] pending, int pendingLen, byte[] b, int off, int len) {
+            if (pendingLen + len > pending.length) pending = java.util.Arrays.copyOf(pending, Math.max(pendingLen + len, pending.length * 2));
+            System.arraycopy(b, off, pending, pendingLen, len);
+            return pending;
+        }
+
+        private static boolean emit(Sink sink, byte[] b, int off, int len) throws IOException {
+            if (len > 0 && b[off + len - 1] == '\r') len--;
+            return len == 0 || sink.line(b, off, len);
+        }
+    }
+
+    /**
+     * --enable-fs: GET /api/fs?path=…, /api/fs/{path}?project_path=… and /api/sessions/{id}/fs/{path}
+     * list directories and read files, only inside the --fs-root directories (compared as real paths,
+     * so a symlink that leads out is refused). File reads stop at {@link #MAX_READ} bytes and are
+     * binary-safe: UTF-8 text as it is, anything else as base64.
+     */
+    static final class FileBrowser {
+        static final int MAX_READ = 1 << 20;
+        static final int MAX_ENTRIES = 10_000;
+
+        /** The roots as configured (for the check before the disk is touched) and as real paths. */
+        private final List<Path> roots = new ArrayList<>();
+        private final List<Path> realRoots = new ArrayList<>();
+
+        FileBrowser(List<Path> configured) throws IOException {
+            for (Path r : configured) {
+                roots.add(r.toAbsolutePath().normalize());
+                realRoots.add(r.toRealPath());
+            }
+        }
+
+        boolean route(io.undertow.server.HttpServerExchange ex, String method, String[] parts, Runs runs) throws CommandMode.ApiError, IOException {
+            String path = ex.getRequestPath();
+            String sessionId = null;
+            Path base = null;     // the directory relative paths start from, and results must stay in
+            String rest;          // the path after .../fs
+            if (path.equals("/api/fs") || path.startsWith("/api/fs/")) {
+                rest = path.substring("/api/fs".length());
+                String project = History.query(ex, "project_path");
+                if (project != null) base = base(project);
+            } else if (parts.length >= 5 && parts[1].equals("api") && parts[2].equals("sessions") && parts[4].equals("fs")) {
+                AgentRun run = runs.find(parts[3]);
+                if (run == null) throw new CommandMode.ApiError(404, "no session " + CommandMode.printable(parts[3]));
+                sessionId = run.id;
+                base = base(run.projectPath.toString());
+                rest = "/" + String.join("/", java.util.Arrays.copyOfRange(parts, 5, parts.length));
+            } else {
+                return false;
+            }
+            if (!method.equals("GET")) throw new CommandMode.ApiError(405, method + " is not allowed on files (GET)");
+            String asked = History.query(ex, "path");
+            boolean fromQuery = asked != null;
+            if (!fromQuery) asked = rest.startsWith("/") ? rest.substring(1) : rest;
+            Path real = resolve(base, asked, fromQuery);
+            String shown = base == null ? real.toString() : base.relativize(real).toString();
+            var attributes = Files.readAttributes(real, java.nio.file.attribute.BasicFileAttributes.class);
+            ObjectNode answer = Frames.JSON.createObjectNode().put("path", shown)
+                    .put("project_path", base == null ? null : base.toString()).put("session_id", sessionId);
+            if (attributes.isDirectory()) list(real, base, answer);
+            else if (attributes.isRegularFile()) read(real, attributes.size(), answer);
+            else throw new CommandMode.ApiError(400, CommandMode.printable(asked) + " is neither a directory nor a regular file");
+            CommandMode.sendJson(ex, 200, answer);
+            return true;
+        }
+
+        /** A project directory given by the caller: absolute, existing, and inside a root. */
+        private Path base(String project) throws CommandMode.ApiError, IOException {
+            Path p;
+            try {
+                p = Path.of(project);
+            } catch (java.nio.file.InvalidPathException e) {
+                throw new CommandMode.ApiError(400, "project_path is not a valid path");
+            }
+            if (!p.isAbsolute()) throw new CommandMode.ApiError(400, "project_path must be absolute, not '" + CommandMode.printable(project) + "'");
+            Path real = resolve(null, project, true);
+            if (!Files.isDirectory(real)) throw new CommandMode.ApiError(400, "project_path " + CommandMode.printable(project) + " is not a directory");
+            return real;
+        }
+
+        /**
+         * The real path of {@code asked}: relative to {@code base} (else the first root); absolute only if
+         * it came from {@code ?path=}. No '..' component; inside a root (and the base), before and after
+         * symlinks are resolved.
+         */
+        private Path resolve(Path base, String asked, boolean absoluteAllowed) throws CommandMode.ApiError, IOException {
+            String shown = CommandMode.printable(asked);
+            for (String part : asked.split("[/\\\\]")) {
+                if (part.equals("..")) throw new CommandMode.ApiError(400, "'..' is not allowed in a path: " + shown);
+            }
+            Path p;
+            try {
+                p = Path.of(asked);
+            } catch (java.nio.file.InvalidPathException e) {
+                throw new CommandMode.ApiError(400, "not a valid path: " + shown);
+            }
+            if (p.isAbsolute() && !absoluteAllowed) {
+                throw new CommandMode.ApiError(400, "absolute paths are not allowed here (use ?path=): " + shown);
+            }
+            if (!p.isAbsolute()) p = (base != null ? base : realRoots.getFirst()).resolve(p);
+            p = p.normalize();
+            Path lexical = p;
+            if (roots.stream().noneMatch(lexical::startsWith) && realRoots.stream().noneMatch(lexical::startsWith)) {
+                throw outside(shown);
+            }
+            Path real;
+            try {
+                real = p.toRealPath();
+            } catch (java.nio.file.NoSuchFileException e) {
+                throw new CommandMode.ApiError(404, "no such file or directory: " + shown);
+            } catch (java.nio.file.AccessDeniedException e) {
+                throw new CommandMode.ApiError(403, "permission denied: " + shown);
+            }
+            if (realRoots.stream().noneMatch(real::startsWith) || (base != null && !real.startsWith(base))) throw outside(shown);
+            return real;
+        }
+
+        private CommandMode.ApiError outside(String shown) {
+            return new CommandMode.ApiError(403, shown + " is outside the directories arpc may show (--fs-root)");
+        }
+
+        /** A directory: its entries (directories first, then by name), without following symlinks. */
+        private static void list(Path dir, Path base, ObjectNode answer) throws IOException {
+            List<ObjectNode> entries = new ArrayList<>();
+            boolean truncated = false;
+            try (var stream = Files.newDirectoryStream(dir)) {
+                for (Path e : stream) {
+                    if (entries.size() == MAX_ENTRIES) {
+                        truncated = true;
+                        break;
+                    }
+                    java.nio.file.attribute.BasicFileAttributes a;
+                    try {
+                        a = Files.readAttributes(e, java.nio.file.attribute.BasicFileAttributes.class, java.nio.file.LinkOption.NOFOLLOW_LINKS);
+                    } catch (IOException gone) {
+                        continue;
+                    }
+                    ObjectNode entry = Frames.JSON.createObjectNode().put("name", e.getFileName().toString())
+                            .put("path", base == null ? e.toString() : base.relativize(e).toString()).put("is_dir", a.isDirectory());
+                    if (a.isRegularFile()) entry.put("size", a.size()); else entry.putNull("size");
+                    entry.put("modified", a.lastModifiedTime().toInstant().truncatedTo(java.time.temporal.ChronoUnit.MILLIS).toString());
+                    if (a.isSymbolicLink()) entry.put("is_symlink", true);
+                    entries.add(entry);
+                }
+            }
+            entries.sort(java.util.Comparator.comparing((ObjectNode e) -> !e.get("is_dir").asBoolean()).thenComparing(e -> e.get("name").asText()));
+            answer.put("type", "directory").putArray("entries").addAll(entries);
+            answer.put("truncated", truncated);
+        }
+
+        /** A file's first {@link #MAX_READ} bytes: as text if they are UTF-8 (a character cut at the end is left out), else base64. */
+        private static void read(Path file, long size, ObjectNode answer) throws IOException {
+            byte[] data;
+            boolean truncated;
+            try (var in = Files.newInputStream(file, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+                data = in.readNBytes(MAX_READ);
+                truncated = in.read() != -1;
+            }
+            var decoder = StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(java.nio.charset.CodingErrorAction.REPORT).onUnmappableCharacter(java.nio.charset.CodingErrorAction.REPORT);
+            ByteBuffer in = ByteBuffer.wrap(data);
+            java.nio.CharBuffer out = java.nio.CharBuffer.allocate(data.length);
+            boolean text = !decoder.decode(in, out, !truncated).isError() && (truncated || !decoder.flush(out).isError());
+            text = text && (!truncated || data.length - in.position() < 4); // only a cut character may be left over
+            answer.put("type", "file").put("size", size).put("truncated", truncated);
+            if (text) {
+                answer.put("bytes", in.position()).put("encoding", "utf-8").put("content", out.flip().toString());
+            } else {
+                answer.put("bytes", data.length).put("encoding", "base64").put("content", java.util.Base64.getEncoder().encodeToString(data));
+            }
         }
     }
 }
