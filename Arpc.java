@@ -232,6 +232,7 @@ public final class Arpc implements Callable<Integer> {
             if (started != null) started.stop(); // agents' process trees are stopped, not orphaned
         }, "arpc-shutdown"));
         int code = tunnel.run();
+        Thread.interrupted(); // a signal's shutdown hook interrupts run(); the runs must still be waited for
         if (command != null) command.stop();
         return code;
     }
@@ -1055,6 +1056,9 @@ public final class Arpc implements Callable<Integer> {
                 mcp.handle(ex, corsOrigins);
                 return;
             }
+            if (mcpAddress != null && ex.getDestinationAddress() instanceof InetSocketAddress to && to.getPort() == mcpAddress.getPort()) {
+                throw new ApiError(404, "the MCP port serves /mcp only");
+            }
             String[] parts = path.split("/", -1); // "", "api", "sessions", id, action
             if (parts.length >= 3 && parts[1].equals("api") && parts[2].equals("sessions")) {
                 if (parts.length == 3 || (parts.length == 4 && parts[3].isEmpty())) {
@@ -1712,6 +1716,7 @@ public final class Arpc implements Callable<Integer> {
                 tree.add(p.toHandle());
             }
             if (r.remoteApprovals()) {
+                remoteApprovals = true;
                 control = p.getOutputStream();
                 ObjectNode prompt = Frames.JSON.createObjectNode().put("type", "user");
                 prompt.putObject("message").put("role", "user").put("content", r.prompt());
@@ -1728,7 +1733,7 @@ public final class Arpc implements Callable<Integer> {
                 LineReader lines = new LineReader(in, 1 << 20);
                 String line;
                 while ((line = lines.next()) != null) {
-                    if (kind == null && control != null && line.contains("\"control_") && controlMessage(line)) continue;
+                    if (kind == null && remoteApprovals && line.contains("\"control_") && controlMessage(line)) continue;
                     if (kind == null && agentSessionId == null && line.startsWith("{")) noticeAgentId(line);
                     log.append(kind, line, false);
                     // One prompt, one turn: closing stdin after the result lets Claude exit.
@@ -1746,7 +1751,8 @@ public final class Arpc implements Callable<Integer> {
                                   java.util.function.Consumer<ObjectNode> reply, java.util.concurrent.ScheduledFuture<?> timeout) {}
 
         static final int MAX_PENDING_PERMISSIONS = 100;
-        private volatile OutputStream control;          // the agent's stdin, with remote approvals
+        private volatile boolean remoteApprovals;       // Claude's control protocol is on (its lines are not output)
+        private volatile OutputStream control;          // the agent's stdin, with remote approvals; null once closed
         private final Map<String, Permission> permissions = new LinkedHashMap<>();   // guarded by this
         private final java.util.Set<String> answered = new java.util.HashSet<>();     // guarded by this
 
@@ -1761,6 +1767,7 @@ public final class Arpc implements Callable<Integer> {
             String type = m.path("type").asText("");
             String requestId = m.path("request_id").asText("");
             if (type.equals("control_request")) {
+                if (control == null) return true; // after its result (stdin closed) nobody can answer: dropped
                 var request = m.path("request");
                 if (request.path("subtype").asText("").equals("can_use_tool")) {
                     requestPermission(requestId, request.path("tool_name").asText(""), request.path("input"),
@@ -2216,11 +2223,19 @@ public final class Arpc implements Callable<Integer> {
         void shutdown() {
             List<AgentRun> live = running();
             for (AgentRun r : live) r.cancel("arpc was shut down");
-            try {
-                for (AgentRun r : live) r.awaitEnd(5000);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
+            long deadline = System.currentTimeMillis() + 5000;
+            boolean interrupted = false;
+            for (AgentRun r : live) {
+                while (true) { // each run's record is written before arpc may exit, interrupt or not
+                    try {
+                        r.awaitEnd(Math.max(0, deadline - System.currentTimeMillis()));
+                        break;
+                    } catch (InterruptedException e) {
+                        interrupted = true;
+                    }
+                }
             }
+            if (interrupted) Thread.currentThread().interrupt();
             timers.shutdownNow();
         }
     }
