@@ -110,6 +110,13 @@ public final class CommandArpc {
 
     public int apiPort() { return URI.create(apiEvent.path("url").asText()).getPort(); }
 
+    /** The MCP endpoint on 127.0.0.1 ({@code mcp_url} of the api line; arpc runs with {@code --enable-mcp}). */
+    public URI mcpUrl() {
+        String u = apiEvent.path("mcp_url").asText(null);
+        if (u == null) throw new AssertionError("no mcp_url in the api line (is --enable-mcp on?): " + apiEvent);
+        return URI.create(u);
+    }
+
     /** A fresh, empty project directory (its real path). */
     public Path project() {
         try {

@@ -10,7 +10,7 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * Where the checkout is, and the outside programs the tests drive besides arps and arpc (PostgreSQL,
- * Chromium, Node.js with playwright-core), which {@code tests/install-deps} installs.
+ * Chromium, Node.js with playwright-core, the MCP Inspector), which {@code tests/install-deps} installs.
  */
 public final class Deps {
     private Deps() {}
@@ -51,6 +51,25 @@ public final class Deps {
 
     /** The installed playwright-core package directory (holds index.mjs). */
     public static Path playwrightCore() { return nodeDir().resolve("node_modules").resolve("playwright-core"); }
+
+    /**
+     * The Node.js runtime tests/install-deps installs from npm for the MCP Inspector (which needs
+     * Node.js 22.19+): {@code node-<os>-<arch>/bin/node} next to playwright-core.
+     */
+    public static Path inspectorNode() {
+        String os = System.getProperty("os.name").toLowerCase(java.util.Locale.ROOT).startsWith("mac") ? "darwin" : "linux";
+        String arch = switch (System.getProperty("os.arch")) {
+            case "aarch64", "arm64" -> "arm64";
+            default -> "x64";
+        };
+        return nodeDir().resolve("node_modules").resolve("node-" + os + "-" + arch).resolve("bin").resolve("node");
+    }
+
+    /** The MCP Inspector's entry point (its {@code mcp-inspector} bin; {@code --cli} selects the CLI). */
+    public static Path inspector() {
+        return nodeDir().resolve("node_modules").resolve("@modelcontextprotocol").resolve("inspector")
+                .resolve("clients").resolve("launcher").resolve("build").resolve("index.js");
+    }
 
     private static boolean nonEmpty(String s) { return s != null && !s.isEmpty(); }
 

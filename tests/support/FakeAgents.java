@@ -106,7 +106,10 @@ public final class FakeAgents implements AutoCloseable {
         /** Where fd 0 pointed ({@code /dev/null}, {@code pipe:[…]}). */
         public String stdinTarget() { return lines("stdin").get(0); }
 
-        /** {@code eof}, {@code open} (a read blocked for 3 s) or {@code closed} (no fd 0 at all). */
+        /**
+         * {@code eof}, {@code open} (a read blocked for 3 s) or {@code closed} (no fd 0 at all); {@code control}
+         * in Claude's stream-json input mode, where stdin carries the prompt and the control messages.
+         */
         public String stdinState() { return lines("stdin").get(1); }
 
         /** {@code CLAUDECODE=...} etc. as the fake saw them ({@code <unset>} when absent). */
@@ -120,6 +123,23 @@ public final class FakeAgents implements AutoCloseable {
         }
 
         public String sessionId() { return read("sid").strip(); }
+
+        // ---- Claude's stream-json input mode (remote approvals) ----
+
+        /** The first stdin line (the user message carrying the prompt), as read. */
+        public String input() { return read("input").strip(); }
+
+        /** The prompt decoded from {@link #input()}. */
+        public String stdinPrompt() { return read("prompt"); }
+
+        /** Every later stdin line (the control_response messages), as read. */
+        public List<String> control() { return lines("control"); }
+
+        /** One {@code TOOL NAME} line per tool the fake ran after an allow. */
+        public List<String> ran() { return lines("ran"); }
+
+        /** {@code eof} if stdin was closed after the result, {@code open} if it was not. */
+        public String eofAfterResult() { return read("eof").strip(); }
 
         public long pid() { return Long.parseLong(read("pid").strip()); }
 

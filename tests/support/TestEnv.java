@@ -86,7 +86,14 @@ public final class TestEnv implements AfterEachCallback {
 
     /** Any command (curl, python, the jbang launcher); output captured, killed after the test. */
     public synchronized Proc start(String name, List<String> command, Path cwd) {
-        Proc p = Proc.start(name, command, cwd, childEnv());
+        return start(name, command, cwd, Map.of());
+    }
+
+    /** The same with variables added to its environment (a null value removes one). */
+    public synchronized Proc start(String name, List<String> command, Path cwd, Map<String, String> extraEnv) {
+        Map<String, String> env = childEnv();
+        env.putAll(extraEnv);
+        Proc p = Proc.start(name, command, cwd, env);
         procs.add(p);
         return own(p);
     }
