@@ -931,6 +931,9 @@ public final class Arpc implements Callable<Integer> {
                 QUIET.add(logger);
             }
             String given = options.apiKey != null ? options.apiKey : System.getenv("ARP_API_KEY");
+            if (given != null && !given.isBlank() && given.trim().length() < 16) {
+                throw new IOException("the API key (ARP_API_KEY) must have at least 16 characters");
+            }
             ClientConfig.ApiKey apiKey = ClientConfig.apiKey(configDir, given);
             Runs runs = new Runs(configDir.resolve("sessions"), options.maxSessions, options.maxRunTime, options.approvalTimeout);
             runs.load();
@@ -1048,16 +1051,16 @@ public final class Arpc implements Callable<Integer> {
         private void route(io.undertow.server.HttpServerExchange ex) throws ApiError, IOException, InterruptedException {
             String method = ex.getRequestMethod().toString();
             String path = ex.getRequestPath();
-            if (path.startsWith("/proxy/")) {
-                proxy(ex);
-                return;
-            }
             if (path.equals("/mcp") && mcp != null) {
                 mcp.handle(ex, corsOrigins);
                 return;
             }
             if (mcpAddress != null && ex.getDestinationAddress() instanceof InetSocketAddress to && to.getPort() == mcpAddress.getPort()) {
                 throw new ApiError(404, "the MCP port serves /mcp only");
+            }
+            if (path.startsWith("/proxy/")) {
+                proxy(ex);
+                return;
             }
             String[] parts = path.split("/", -1); // "", "api", "sessions", id, action
             if (parts.length >= 3 && parts[1].equals("api") && parts[2].equals("sessions")) {
@@ -1124,7 +1127,7 @@ public final class Arpc implements Callable<Integer> {
         private static long number(String name, String value) throws ApiError {
             try {
                 long n = Long.parseLong(value);
-                if (n >= 0) return n;
+                if (n >= 0) return Math.min(n, Long.MAX_VALUE / 2); // room for since + 1
             } catch (NumberFormatException e) {
                 // below
             }
@@ -1165,6 +1168,8 @@ public final class Arpc implements Callable<Integer> {
             }
             if (run.cancel("cancelled by the user")) {
                 sendJson(ex, 200, Frames.JSON.createObjectNode().put("session_id", run.id).put("type", "session_cancelled"));
+            } else if (run.running()) {
+                throw new ApiError(409, "session " + run.id + " is finishing; try again in a moment");
             } else {
                 runs.forget(run);
                 sendJson(ex, 200, Frames.JSON.createObjectNode().put("session_id", run.id).put("type", "session_removed"));
@@ -1190,7 +1195,9 @@ public final class Arpc implements Callable<Integer> {
                     public void send(EventLog.Event e) throws IOException {
                         StringBuilder b = new StringBuilder(e.data().length() + 32).append("id: ").append(e.id()).append('\n');
                         if (e.kind() != null) b.append("event: ").append(e.kind()).append('\n');
-                        b.append("data: ").append(e.data()).append("\n\n");
+                        // A bare CR also ends an SSE line: each piece gets its own data: line, so output cannot forge fields.
+                        for (String piece : e.data().split("\r\n|\r|\n", -1)) b.append("data: ").append(piece).append('\n');
+                        b.append('\n');
                         out.write(b.toString().getBytes(StandardCharsets.UTF_8));
                         out.flush();
                     }
@@ -1467,7 +1474,7 @@ public final class Arpc implements Callable<Integer> {
 
         private final Path file;
         private OutputStream disk;
-        private final Event[] window = new Event[MAX_EVENTS];
+        private Event[] window;     // made on the first append: runs read from disk need none
         private int windowStart;    // index in the ring of the oldest event kept
         private int windowSize;
         private long windowBytes;
@@ -1537,6 +1544,7 @@ public final class Arpc implements Callable<Integer> {
                     Log.warn("cannot write " + file + " (" + ex.getMessage() + "); only the last events stay readable");
                 }
             }
+            if (window == null) window = new Event[MAX_EVENTS];
             if (windowSize == MAX_EVENTS) dropOldest();
             window[(windowStart + windowSize) % MAX_EVENTS] = e;
             windowSize++;
@@ -1549,7 +1557,7 @@ public final class Arpc implements Callable<Integer> {
                 windowStart = 0; // a finished run is read from disk: memory goes to the running ones
                 windowSize = 0;
                 windowBytes = 0;
-                java.util.Arrays.fill(window, null);
+                window = null;
             }
             notifyAll();
             return e.id();
@@ -1706,6 +1714,8 @@ public final class Arpc implements Callable<Integer> {
             // Claude Code refuses to start inside another Claude Code session; arpc may be run from one.
             pb.environment().remove("CLAUDECODE");
             pb.environment().remove("CLAUDE_CODE_ENTRYPOINT");
+            // arpc's own secrets (API key, relay secret) are not the agent's business
+            pb.environment().keySet().removeIf(k -> k.startsWith("ARP_") || k.startsWith("ARPS_"));
             pb.environment().put("ARP_SESSION_ID", id);
             if (r.remoteApprovals()) pb.redirectInput(ProcessBuilder.Redirect.PIPE);
             log.append("session", Frames.JSON.createObjectNode().put("session_id", id).put("executor", agent.command)
@@ -1733,6 +1743,10 @@ public final class Arpc implements Callable<Integer> {
                 LineReader lines = new LineReader(in, 1 << 20);
                 String line;
                 while ((line = lines.next()) != null) {
+                    if (kind == null && remoteApprovals && lines.cut() && line.startsWith("{\"type\":\"control_request\"")) {
+                        refuseOversized(line); // cut, it cannot be parsed; unanswered, Claude would wait for ever
+                        continue;
+                    }
                     if (kind == null && remoteApprovals && line.contains("\"control_") && controlMessage(line)) continue;
                     if (kind == null && agentSessionId == null && line.startsWith("{")) noticeAgentId(line);
                     log.append(kind, line, false);
@@ -1755,6 +1769,16 @@ public final class Arpc implements Callable<Integer> {
         private volatile OutputStream control;          // the agent's stdin, with remote approvals; null once closed
         private final Map<String, Permission> permissions = new LinkedHashMap<>();   // guarded by this
         private final java.util.Set<String> answered = new java.util.HashSet<>();     // guarded by this
+
+        private void refuseOversized(String prefix) {
+            var m = java.util.regex.Pattern.compile("\"request_id\"\\s*:\\s*\"([^\"]{1,200})\"").matcher(prefix);
+            if (!m.find()) return;
+            ObjectNode answer = Frames.JSON.createObjectNode().put("type", "control_response");
+            answer.putObject("response").put("subtype", "success").put("request_id", m.group(1))
+                    .set("response", deny("the request is larger than arp takes (1 MiB)"));
+            sendControl(answer);
+            log.append("stderr", "arp: denied permission request " + m.group(1) + ": larger than 1 MiB", false);
+        }
 
         /** A control message from Claude: true if it was one (it is not passed on as output). */
         private boolean controlMessage(String line) {
@@ -1932,6 +1956,9 @@ public final class Arpc implements Callable<Integer> {
             try {
                 while (!p.waitFor(1, TimeUnit.SECONDS)) watchTree(); // a grandchild is known before its parent may die
                 code = p.exitValue();
+                synchronized (this) {
+                    finishing = true; // it has ended: a cancel now would misreport how
+                }
                 // Output still in the pipes is part of the run; a background child holding them open is not.
                 out.join(5000);
                 err.join(5000);
@@ -1957,7 +1984,7 @@ public final class Arpc implements Callable<Integer> {
         private void finish(int code) {
             String kind;
             synchronized (this) {
-                if (!status.equals("running") || finishing) return;
+                if (!status.equals("running")) return;
                 finishing = true;
                 exitCode = code;
                 finishedAt = Instant.now();
@@ -2055,9 +2082,15 @@ public final class Arpc implements Callable<Integer> {
             this.max = max;
         }
 
+        private boolean cut;
+
+        /** Whether the last line was longer than the limit (and so was cut). */
+        boolean cut() { return cut; }
+
         String next() throws IOException {
             java.io.ByteArrayOutputStream line = new java.io.ByteArrayOutputStream();
             boolean any = false;
+            cut = false;
             while (true) {
                 if (pos == limit) {
                     limit = in.read(buffer);
@@ -2071,6 +2104,7 @@ public final class Arpc implements Callable<Integer> {
                 int start = pos;
                 while (pos < limit && buffer[pos] != '\n') pos++;
                 int room = max - line.size();
+                if (pos - start > room) cut = true;
                 line.write(buffer, start, Math.min(pos - start, Math.max(room, 0)));
                 if (pos < limit) {
                     pos++; // the newline
@@ -2329,12 +2363,12 @@ public final class Arpc implements Callable<Integer> {
                 initialize(ex, id, message.path("params"));
                 return;
             }
-            session(ex);
             com.fasterxml.jackson.databind.JsonNode result;
             try {
+                session(ex);
                 result = call(method, message.path("params"));
             } catch (RpcError e) {
-                reply(ex, 200, error(id, e.code, e.getMessage()));
+                reply(ex, e.httpStatus, error(id, e.code, e.getMessage()));
                 return;
             }
             ObjectNode answer = Frames.JSON.createObjectNode().put("jsonrpc", "2.0");
@@ -2574,7 +2608,9 @@ public final class Arpc implements Callable<Integer> {
         static final int DEFAULT_MESSAGES = 200;
         static final int MAX_MESSAGES = 10_000;
         /** A page of messages stops growing at about this many bytes (records with images are MBs each). */
-        static final long MAX_PAGE_BYTES = 32L << 20;
+        static final long MAX_PAGE_BYTES = 8L << 20;
+        /** Pages of messages being read at once: each may hold MAX_PAGE_BYTES twice (parsed and written). */
+        private static final java.util.concurrent.Semaphore PAGE_READS = new java.util.concurrent.Semaphore(2);
         static final int MAX_TEXT = 1000;
 
         final Map<String, Store> stores = new LinkedHashMap<>();
@@ -2729,7 +2765,13 @@ public final class Arpc implements Callable<Integer> {
             Session s = store.find(checkId(id));
             if (s == null) throw new CommandMode.ApiError(404, "no " + store.name + " session " + id);
             var messages = Frames.JSON.createArrayNode();
-            long total = store.messages(store.readable(s.file()), offset, limit, messages);
+            long total;
+            if (!PAGE_READS.tryAcquire()) throw new CommandMode.ApiError(429, "two history pages are being read already; try again");
+            try {
+                total = store.messages(store.readable(s.file()), offset, limit, messages);
+            } finally {
+                PAGE_READS.release();
+            }
             ObjectNode answer = Frames.JSON.createObjectNode();
             answer.set("messages", messages);
             // truncated: the page was cut by size; the next one starts at offset + messages.length

@@ -276,6 +276,7 @@ public final class Arps implements Callable<Integer> {
 
     /** The secrets clients must prove: one shared, and/or one per client id. Without any, the relay is open. */
     static final class Authenticator {
+        static final int MIN_SECRET = 16;
         private final byte[] shared;
         private final Map<String, byte[]> perClient;
 
@@ -286,8 +287,11 @@ public final class Arps implements Callable<Integer> {
 
         static Authenticator load(Arps o) throws IOException {
             String secret = Protocol.resolveSecret(o.secret, o.secretFile, "ARPS_SECRET");
-            if (secret != null && secret.length() < 16) {
-                Log.warn("the shared secret has only " + secret.length() + " characters; use 16 or more random ones");
+            // The relay proves the secret first (so clients never answer an impostor); that proof is
+            // an offline test for guesses, so only secrets too long to guess are accepted.
+            if (secret != null && secret.length() < MIN_SECRET) {
+                throw new IllegalArgumentException("the shared secret has " + secret.length() + " characters; use "
+                        + MIN_SECRET + " or more random ones (e.g. head -c 32 /dev/urandom | base64)");
             }
             Map<String, byte[]> perClient = new HashMap<>();
             if (o.clientSecrets != null) {
@@ -300,6 +304,10 @@ public final class Arps implements Callable<Integer> {
                     if (parts.length != 2 || !Protocol.validClientId(parts[0])) {
                         throw new IllegalArgumentException(o.clientSecrets + " line " + (i + 1)
                                 + ": expected '<client-id> <secret>' with an id of A-Z a-z 0-9 . _ ~ -");
+                    }
+                    if (parts[1].strip().length() < MIN_SECRET) {
+                        throw new IllegalArgumentException(o.clientSecrets + " line " + (i + 1) + ": the secret of " + parts[0]
+                                + " is shorter than " + MIN_SECRET + " characters");
                     }
                     if (perClient.put(parts[0], parts[1].strip().getBytes(StandardCharsets.UTF_8)) != null) {
                         throw new IllegalArgumentException(o.clientSecrets + " line " + (i + 1) + ": client id " + parts[0] + " is listed twice");
@@ -540,6 +548,10 @@ public final class Arps implements Callable<Integer> {
                 }
             }
             synchronized (registrations) {
+                long fresh = wanted.stream().filter(t -> !t.equals(session.id) && !session.tokens.contains(t)).distinct().count();
+                if (session.tokens.size() + fresh > Protocol.MAX_TOKENS) {
+                    return new AddTokensResult(false, "at most " + Protocol.MAX_TOKENS + " extra tokens per client");
+                }
                 for (String t : wanted) {
                     ClientSession holder = route(t);
                     if (holder != null && holder != session && !holder.isClosed()) {
@@ -1396,6 +1408,12 @@ public final class Arps implements Callable<Integer> {
                 fail(404, "no tunnel for this token");
                 return;
             }
+            if (parsed.crossTunnelFromAPage()) {
+                // All tunnels of a relay without --domain share one browser origin: a page of one tunnel
+                // must not read another with the visitor's cookies.
+                fail(403, "a page may not call another tunnel (use --domain to give each tunnel its own origin)");
+                return;
+            }
             if (parsed.isBrowserNavigationWithQueryToken() && isLocalPath(parsed.target())) {
                 redirectWithCookie(parsed);
                 return;
@@ -1654,8 +1672,9 @@ public final class Arps implements Callable<Integer> {
             switch (m) {
                 case ProxyStarted s -> visitor.spliceWith(conn, reader.leftover(), out.hasRemaining() ? out : null);
                 case ProxyFailed f -> {
+                    String why = f.error() == null ? "no reason given" : f.error();
                     Log.info("client " + Log.mask(visitor.session.id) + " could not reach its local service: "
-                            + (f.error() == null ? "no reason given" : f.error()));
+                            + (why.length() > 200 ? why.substring(0, 200) + "…" : why).replaceAll("[^\\x20-\\x7e]", "?"));
                     conn.close();
                     visitor.fail(502, "the tunnel client could not reach its local service");
                 }
@@ -1817,7 +1836,7 @@ public final class Arps implements Callable<Integer> {
      * the Host header under {@code --domain}, the {@code arp_token} cookie.
      */
     record RequestHead(String method, String path, String target, String token, TokenSource source,
-                       boolean navigation, byte[] bytes) {
+                       boolean navigation, String cookieToken, byte[] bytes) {
         static final String COOKIE = "arp_token";
 
         enum TokenSource { QUERY, HEADER, HOST, COOKIE }
@@ -1831,6 +1850,12 @@ public final class Arps implements Callable<Integer> {
          * navigation (Sec-Fetch-Mode, or an Accept that prefers HTML, for browsers without Fetch Metadata).
          * API clients (curl's Accept is *&#47;*) are never redirected.
          */
+        /** A browser's request from a page (it has our cookie, it is no navigation) that names another tunnel. */
+        boolean crossTunnelFromAPage() {
+            return cookieToken != null && !cookieToken.isEmpty() && !navigation && source != TokenSource.COOKIE
+                    && source != TokenSource.HOST && !cookieToken.equals(token);
+        }
+
         boolean isBrowserNavigationWithQueryToken() {
             return source == TokenSource.QUERY && navigation && (method.equals("GET") || method.equals("HEAD"));
         }
@@ -1857,6 +1882,10 @@ public final class Arps implements Callable<Integer> {
             }
             String method = parts[0];
             String target = parts[1];
+            for (int i = 0; i < target.length(); i++) {
+                char c = target.charAt(i);
+                if (c <= 0x20 || c == 0x7f) throw new BadRequest("control characters in the request target");
+            }
             String queryToken = null;
             int q = target.indexOf('?');
             String newTarget = target;
@@ -1934,7 +1963,7 @@ public final class Arps implements Callable<Integer> {
                 case HOST -> hostToken;
                 case COOKIE -> cookieToken;
             };
-            return new RequestHead(method, path, newTarget, token, source, navigation, out.toByteArray());
+            return new RequestHead(method, path, newTarget, token, source, navigation, cookieToken, out.toByteArray());
         }
 
         private static boolean present(String token) { return token != null && !token.isEmpty(); }

@@ -85,21 +85,21 @@ class AuthTest {
         NamedOrigin o = origin("O");
         Path files = env.dir("secrets");
         // Written on Windows: CRLF line ends are no part of the secret.
-        Path relayFile = Files.writeString(files.resolve("arps-secret"), "from-a-file-3\r\nthe second line is not part of it\r\n");
-        Path clientFile = Files.writeString(files.resolve("arpc-secret"), "from-a-file-3\n");
+        Path relayFile = Files.writeString(files.resolve("arps-secret"), "from-a-file-number-3\r\nthe second line is not part of it\r\n");
+        Path clientFile = Files.writeString(files.resolve("arpc-secret"), "from-a-file-number-3\n");
 
         TestEnv.Relay byOption = env.arps(env.arpsArgs().set("--secret", "from-an-option-1"));
-        TestEnv.Relay byEnv = TestEnv.ready(env.startArps(env.arpsArgs(), Map.of("ARPS_SECRET", "from-the-env-2")));
+        TestEnv.Relay byEnv = TestEnv.ready(env.startArps(env.arpsArgs(), Map.of("ARPS_SECRET", "from-the-environment-2")));
         TestEnv.Relay byFile = env.arps(env.arpsArgs().set("--secret-file", relayFile));
 
         // Each relay uses exactly that secret: the specified handshake with it succeeds, relay proof included.
-        for (var e : Map.of(byOption, "from-an-option-1", byEnv, "from-the-env-2", byFile, "from-a-file-3").entrySet()) {
+        for (var e : Map.of(byOption, "from-an-option-1", byEnv, "from-the-environment-2", byFile, "from-a-file-number-3").entrySet()) {
             Auth.Session s = Auth.register(e.getKey().controlPort(), TestEnv.randomId("probe"), e.getValue(), Auth.owner());
             s.client().close();
         }
 
         Proc a = env.startArpc(env.arpcArgs(byOption, o.port()).set("--secret", "from-an-option-1"));
-        Proc b = env.startArpc(env.arpcArgs(byEnv, o.port()), Map.of("ARP_SECRET", "from-the-env-2"));
+        Proc b = env.startArpc(env.arpcArgs(byEnv, o.port()), Map.of("ARP_SECRET", "from-the-environment-2"));
         Proc c = env.startArpc(env.arpcArgs(byFile, o.port()).set("--secret-file", clientFile));
         // ...and without it nobody registers there (so the source really was read).
         Proc none = env.startArpc(env.arpcArgs(byEnv, o.port()).set("--secret", "from-an-option-1"));
@@ -110,8 +110,8 @@ class AuthTest {
         assertExit(3, none);
 
         for (Proc p : List.of(byOption.proc(), a)) assertNoSecretIn(p, "from-an-option-1");
-        for (Proc p : List.of(byEnv.proc(), b)) assertNoSecretIn(p, "from-the-env-2");
-        for (Proc p : List.of(byFile.proc(), c)) assertNoSecretIn(p, "from-a-file-3");
+        for (Proc p : List.of(byEnv.proc(), b)) assertNoSecretIn(p, "from-the-environment-2");
+        for (Proc p : List.of(byFile.proc(), c)) assertNoSecretIn(p, "from-a-file-number-3");
     }
 
     @Test
@@ -414,18 +414,18 @@ class AuthTest {
     @Test
     void perClientSecretsKeepTenantsApart() throws Exception {
         Path secrets = Files.writeString(env.dir("tenants").resolve("client-secrets"),
-                "# tenants of this relay\n\ntenant-a secret-of-a\n   \ntenant-b secret-of-b\n");
-        TestEnv.Relay relay = env.arps(env.arpsArgs().set("--client-secrets", secrets).set("--secret", "shared-one"));
+                "# tenants of this relay\n\ntenant-a secret-of-tenant-a\n   \ntenant-b secret-of-tenant-b\n");
+        TestEnv.Relay relay = env.arps(env.arpsArgs().set("--client-secrets", secrets).set("--secret", "shared-secret-one"));
         TestEnv.Relay listedOnly = env.arps(env.arpsArgs().set("--client-secrets", secrets));
         NamedOrigin a = origin("A"), b = origin("B"), c = origin("C"), a2 = origin("A2");
 
-        TestEnv.Client tenantA = env.arpc(env.arpcArgs(relay, a.port()).set("--client-id", "tenant-a").set("--secret", "secret-of-a"));
+        TestEnv.Client tenantA = env.arpc(env.arpcArgs(relay, a.port()).set("--client-id", "tenant-a").set("--secret", "secret-of-tenant-a"));
         // B's own secret, the shared secret: neither opens A's id. An unlisted id on a relay without a shared secret: refused.
-        Proc bAsA = env.startArpc(env.arpcArgs(relay, b.port()).set("--client-id", "tenant-a").set("--secret", "secret-of-b"));
-        Proc sharedAsA = env.startArpc(env.arpcArgs(relay, b.port()).set("--client-id", "tenant-a").set("--secret", "shared-one"));
-        Proc unlisted = env.startArpc(env.arpcArgs(listedOnly, c.port()).set("--secret", "shared-one"));
-        Proc tenantB = env.startArpc(env.arpcArgs(relay, b.port()).set("--client-id", "tenant-b").set("--secret", "secret-of-b"));
-        Proc anyone = env.startArpc(env.arpcArgs(relay, c.port()).set("--secret", "shared-one"));
+        Proc bAsA = env.startArpc(env.arpcArgs(relay, b.port()).set("--client-id", "tenant-a").set("--secret", "secret-of-tenant-b"));
+        Proc sharedAsA = env.startArpc(env.arpcArgs(relay, b.port()).set("--client-id", "tenant-a").set("--secret", "shared-secret-one"));
+        Proc unlisted = env.startArpc(env.arpcArgs(listedOnly, c.port()).set("--secret", "shared-secret-one"));
+        Proc tenantB = env.startArpc(env.arpcArgs(relay, b.port()).set("--client-id", "tenant-b").set("--secret", "secret-of-tenant-b"));
+        Proc anyone = env.startArpc(env.arpcArgs(relay, c.port()).set("--secret", "shared-secret-one"));
 
         assertExit(3, bAsA);
         assertExit(3, sharedAsA);
@@ -440,7 +440,7 @@ class AuthTest {
 
         // With its own secret, tenant A's id may be taken over from another install (newest wins).
         tenantA.proc().signal("STOP");
-        env.arpc(env.arpcArgs(relay, a2.port()).set("--client-id", "tenant-a").set("--secret", "secret-of-a"));
+        env.arpc(env.arpcArgs(relay, a2.port()).set("--client-id", "tenant-a").set("--secret", "secret-of-tenant-a"));
         assertEquals("origin=A2", visit(relay, "tenant-a"));
         tenantA.proc().sigkill();
     }
