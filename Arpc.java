@@ -1751,7 +1751,10 @@ public final class Arpc implements Callable<Integer> {
                     if (kind == null && agentSessionId == null && line.startsWith("{")) noticeAgentId(line);
                     log.append(kind, line, false);
                     // One prompt, one turn: closing stdin after the result lets Claude exit.
-                    if (kind == null && control != null && line.contains("\"result\"") && isResult(line)) closeControl();
+                    if (kind == null && control != null && line.contains("\"result\"")
+                            && (isResult(line) || (lines.cut() && line.startsWith("{\"type\":\"result\"")))) { // a cut one too
+                        closeControl();
+                    }
                 }
             } catch (IOException e) {
                 // the process is gone

@@ -300,6 +300,61 @@ class ApprovalTest {
     }
 
     @Test
+    void aPermissionRequestLargerThan1MiBIsDeniedAndTheRunGoesOn() {
+        CommandArpc c = CommandArpc.start(env);
+        String project = c.project().toString();
+        String tag = FakeAgents.tag("oversized");
+        // A Write of 2 MiB: its control_request line is cut at 1 MiB, so arpc cannot parse it; unanswered, Claude would wait for ever.
+        String id = start(c, project, FakeAgents.prompt(tag, "file=big.txt", "content=2097152", "answerwait=20", "eofwait=8"));
+        FakeAgents.Run run = c.fakes.run(tag).awaitStarted(WAIT);
+        List<Sse.Event> all;
+        try (Sse s = c.stream("/api/sessions/" + id)) {
+            all = s.rest(Duration.ofSeconds(40));
+        }
+        List<JsonNode> asked = controlRequests(run);
+        assertEquals(1, asked.size(), () -> "the fake's control requests: " + asked.size());
+        String rid = asked.getFirst().path("request_id").asText();
+        assertTrue(run.stdout().stream().anyMatch(l -> l.startsWith("{\"type\":\"control_request\"") && l.length() > 2 << 20),
+                "the control_request line is over 2 MiB");
+
+        // The fake got a deny for exactly that request.
+        assertFalse(run.control().isEmpty(), () -> "nothing reached the fake's stdin; stream: " + kinds(all));
+        JsonNode sent = tree(run.control().getFirst());
+        assertEquals("control_response", sent.path("type").asText(), sent::toString);
+        assertEquals("success", sent.path("response").path("subtype").asText(), sent::toString);
+        assertEquals(rid, sent.path("response").path("request_id").asText(), sent::toString);
+        assertEquals("deny", sent.path("response").path("response").path("behavior").asText(), sent::toString);
+        assertTrue(sent.path("response").path("response").path("message").asText().contains("1 MiB"), sent::toString);
+        assertTrue(run.ran().isEmpty(), () -> "ran: " + run.ran());
+        assertFalse(Files.exists(Path.of(project, "big.txt")), "the denied tool did not run");
+
+        // The stream says so on stderr, and no control message leaked into it.
+        assertTrue(all.stream().anyMatch(e -> e.kind().equals("stderr") && e.data().contains(rid) && e.data().contains("1 MiB")),
+                () -> "a stderr event about the denied request: " + kinds(all));
+        for (Sse.Event e : all) {
+            assertFalse(e.data().startsWith("{\"type\":\"control_request\""), () -> "the cut control_request leaked into the stream: event " + e.id());
+        }
+        // (the tool_use line, 2 MiB, is cut at 1 MiB like any output line: it is no longer JSON)
+        List<Sse.Event> whole = all.stream().filter(e -> !e.kind().equals("message") || e.data().length() < 1 << 20).toList();
+        assertTrue(assistantTexts(whole).contains("Write on big.txt was denied: the request is larger than arp takes (1 MiB)"),
+                () -> "the fake went on after the deny: " + assistantTexts(whole));
+
+        // The run completes: the fake's result came, arpc closed its stdin, it exited 0. (Claude's result lists each denial
+        // with its tool_input, so this result line is over 1 MiB too: arpc must still see that it is the result.)
+        JsonNode done = completion(all);
+        int resultBytes = run.stdout().stream().filter(l -> l.startsWith("{\"type\":\"result\"")).mapToInt(String::length).findFirst().orElse(-1);
+        assertEquals("eof", run.eofAfterResult(), () -> "arpc did not close Claude's stdin after its result line of " + resultBytes
+                + " characters (a line cut at 1 MiB is not recognised as the result), so Claude waits for another turn; " + done);
+        assertEquals("completed", done.path("status").asText(), done::toString);
+        assertEquals(0, done.path("exit_code").asInt(-1), done::toString);
+    }
+
+    /** Each event's id, kind and size (not the MiBs of data). */
+    private static String kinds(List<Sse.Event> events) {
+        return events.stream().map(e -> e.id() + " " + e.kind() + " (" + e.data().length() + ")").toList().toString();
+    }
+
+    @Test
     void aCancelledRequestAndAnUnknownControlRequest() {
         CommandArpc c = CommandArpc.start(env);
         String project = c.project().toString();

@@ -138,6 +138,46 @@ class AuthTest {
         assertEquals(List.of(), problems);
     }
 
+    @Test
+    void secretsShorterThan16CharactersAreRefusedAtStart() throws Exception {
+        // The relay proves the secret first: one recorded Challenge is an offline test for guesses at a short one.
+        Path dir = env.dir("short-secrets");
+        Path shortLine = Files.writeString(dir.resolve("client-secrets"),
+                "# tenants\ntenant-a secret-of-tenant-a\n\ntenant-b fifteen-chars-b\n");
+        Path shortFile = Files.writeString(dir.resolve("arps-secret"), "fifteen-chars-f\n");
+        Proc byOption = env.startArps(env.arpsArgs().set("--secret", "fifteen-chars-o"));
+        Proc byEnv = env.startArps(env.arpsArgs(), Map.of("ARPS_SECRET", "fifteen-chars-e"));
+        Proc byFile = env.startArps(env.arpsArgs().set("--secret-file", shortFile));
+        Proc byLine = env.startArps(env.arpsArgs().set("--client-secrets", shortLine).set("--secret", "a-good-shared-secret"));
+        // Exactly 16 characters, shared and per client: accepted.
+        Path sixteenLine = Files.writeString(dir.resolve("client-secrets-16"), "tenant-c sixteen-chars-cc\n");
+        TestEnv.Relay sixteen = TestEnv.ready(env.startArps(env.arpsArgs().set("--secret", "sixteen-chars-ok")
+                .set("--client-secrets", sixteenLine)));
+
+        List<String> problems = new ArrayList<>();
+        for (Proc p : List.of(byOption, byEnv, byFile, byLine)) {
+            int code = p.awaitExit(TestEnv.START);
+            String err = p.stderrText();
+            if (code != 2) problems.add(p.name + " " + p.pid() + ": exit " + code + " instead of 2; stderr: " + err);
+            if (!err.contains("16")) problems.add(p.name + " " + p.pid() + ": the message does not name the minimum of 16: " + err);
+            if (p.countEvents("ready") != 0) problems.add(p.name + " " + p.pid() + ": printed ready: " + p.stdoutText());
+        }
+        assertEquals(List.of(), problems);
+        for (Proc p : List.of(byOption, byEnv, byFile)) {
+            assertTrue(lower(p.stderrText()).contains("secret has 15 characters"), () -> "the message names the problem: " + p.stderrText());
+        }
+        String lineErr = byLine.stderrText();
+        assertTrue(lineErr.contains(shortLine + " line 4") && lineErr.contains("tenant-b"), () -> "the message names the file, line and id: " + lineErr);
+        for (Proc p : List.of(byOption, byEnv, byFile, byLine, sixteen.proc())) {
+            for (String secret : List.of("fifteen-chars-o", "fifteen-chars-e", "fifteen-chars-f", "fifteen-chars-b", "sixteen-chars-ok", "sixteen-chars-cc")) {
+                assertNoSecretIn(p, secret);
+            }
+        }
+
+        Auth.register(sixteen.controlPort(), TestEnv.randomId("sixteen"), "sixteen-chars-ok", Auth.owner()).client().close();
+        Auth.register(sixteen.controlPort(), "tenant-c", "sixteen-chars-cc", Auth.owner()).client().close();
+    }
+
     // ---- refusals ----
 
     @Test

@@ -5,6 +5,7 @@ import arp.tests.support.CommandArpc;
 import arp.tests.support.Curl;
 import arp.tests.support.FakeAgents;
 import arp.tests.support.Origin;
+import arp.tests.support.Proc;
 import arp.tests.support.RawHttp;
 import arp.tests.support.Sse;
 import arp.tests.support.TestEnv;
@@ -30,6 +31,7 @@ import static arp.tests.support.CommandArpc.json;
 import static org.junit.jupiter.api.Assertions.assertAll;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -227,6 +229,56 @@ class CommandModeAccessTest {
                 .header("Access-Control-Request-Method", "POST").build());
         assertEquals(204, pre.statusCode(), pre::body);
         assertNull(pre.headers().firstValue("Access-Control-Allow-Origin").orElse(null), "no origin is allowed by default");
+    }
+
+    @Test
+    void agentsInheritNoneOfArpcsOwnSecrets() throws Exception {
+        String secret = "relay-secret-of-this-test";
+        CommandArpc c = CommandArpc.relay(env, env.arpsArgs().set("--secret", secret));
+        String apiKey = "sixteen-chars-ak"; // exactly 16 characters: enough for ARP_API_KEY
+        c.key(apiKey);
+        Map<String, String> more = new java.util.HashMap<>(Map.of("ARP_API_KEY", apiKey, "ARP_SECRET", secret,
+                "ARPS_SECRET", "the-relay-secret-in-arpcs-env", "ARPS_FOO", "bar", "ARP_FOO", "baz", "AGENT_KEEPS_THIS", "kept"));
+        c.launch(c.args().remove("--api-key"), more); // registered with the relay's secret from ARP_SECRET
+        assertEquals(200, c.call("GET", "/api/sessions", null).statusCode(), "ARP_API_KEY of 16 characters opens the API");
+
+        List<String> problems = new ArrayList<>();
+        for (String executor : List.of("claude", "codex", "gemini")) {
+            String tag = FakeAgents.tag("env-" + executor);
+            String id = c.create(executor, tag, "lines=0").path("session_id").asText();
+            c.awaitStatus(id, WAIT, "completed", "failed", "cancelled");
+            Map<String, String> seen = c.fakes.run(tag).environment();
+            List<String> arp = seen.keySet().stream().filter(k -> k.startsWith("ARP_") || k.startsWith("ARPS_")).toList();
+            if (!arp.equals(List.of("ARP_SESSION_ID"))) problems.add(executor + " inherited " + arp);
+            if (!id.equals(seen.get("ARP_SESSION_ID"))) problems.add(executor + ": ARP_SESSION_ID " + seen.get("ARP_SESSION_ID") + " is not " + id);
+            for (var e : seen.entrySet()) {
+                for (String v : List.of(apiKey, secret, "the-relay-secret-in-arpcs-env")) {
+                    if (e.getValue().contains(v)) problems.add(executor + ": " + e.getKey() + " holds " + v);
+                }
+            }
+            if (!"kept".equals(seen.get("AGENT_KEEPS_THIS"))) problems.add(executor + ": other variables are inherited, but AGENT_KEEPS_THIS is " + seen.get("AGENT_KEEPS_THIS"));
+            if (seen.containsKey("CLAUDECODE")) problems.add(executor + " inherited CLAUDECODE");
+        }
+        assertEquals(List.of(), problems, "the agents' environments");
+    }
+
+    @Test
+    void anApiKeyShorterThan16CharactersFromTheEnvironmentIsRefused() throws Exception {
+        TestEnv.Relay nowhere = new TestEnv.Relay(null, RawHttp.closedPort(), RawHttp.closedPort(), 0);
+        List<Proc> arpcs = new ArrayList<>();
+        for (String key : List.of("fifteen-chars-k", "  fifteen-chars-k  ")) {
+            var args = env.arpcArgs(nowhere, 1).remove("--local-port").remove("--local-addr").flag("--command-mode")
+                    .set("--config-dir", env.dir("short-key-" + arpcs.size()));
+            arpcs.add(env.startArpc(args, Map.of("ARP_API_KEY", key)));
+        }
+        for (Proc p : arpcs) {
+            int code = p.awaitExit(TestEnv.START);
+            String out = p.stdoutText() + "\n" + p.stderrText();
+            assertNotEquals(0, code, () -> "arpc with a 15-character ARP_API_KEY: " + out);
+            assertTrue(out.contains("ARP_API_KEY") && out.contains("16"), () -> "the message names the API key and the minimum: " + out);
+            assertEquals(0, p.countEvents("api"), () -> "arpc served its API: " + out);
+            assertFalse(out.contains("fifteen-chars-k"), () -> "arpc printed the key: " + out);
+        }
     }
 
     @Test

@@ -215,6 +215,55 @@ class McpTest {
     }
 
     @Test
+    void errorsKeepTheRequestIdAndTheMcpPortServesOnlyMcp() {
+        arp.tests.support.Origin origin = env.origin();
+        CommandArpc c = startWithMcp(env, "--proxy-ports", String.valueOf(origin.port()));
+        for (McpClient m : List.of(McpClient.direct(c), McpClient.relayed(c))) {
+            m.initialize("2025-11-25");
+            String session = m.sessionId();
+            // Session errors of a request with an id: the error answers that id (a client matches answers by id).
+            m.sessionId(null);
+            JsonNode none = assertRpcError(m, post(m, "{\"jsonrpc\":\"2.0\",\"id\":41,\"method\":\"tools/list\",\"params\":{}}"), 400, -32600,
+                    "tools/list without Mcp-Session-Id");
+            assertTrue(none.path("id").isNumber() && none.path("id").asLong() == 41, () -> m + ": the error's id: " + none);
+            JsonNode unknown = assertRpcError(m, post(m, "{\"jsonrpc\":\"2.0\",\"id\":\"req-42\",\"method\":\"tools/list\"}",
+                    "Mcp-Session-Id", "0123456789abcdef0123456789abcdef0123456789abcdef"), 404, -32600, "tools/list in an unknown session");
+            assertEquals("req-42", unknown.path("id").textValue(), () -> m + ": the error's id: " + unknown);
+            m.sessionId(session);
+            JsonNode version = assertRpcError(m, post(m, "{\"jsonrpc\":\"2.0\",\"id\":43,\"method\":\"ping\"}", "MCP-Protocol-Version", "1999-01-01"),
+                    400, -32600, "an unsupported MCP-Protocol-Version");
+            assertEquals(43, version.path("id").asLong(-1), () -> m + ": the error's id: " + version);
+            // A method error in the session keeps it too (and the session still works).
+            JsonNode method = m.rpc("tools/frobnicate", Map.of());
+            assertEquals(-32601, method.path("error").path("code").asInt(), method::toString);
+            assertTrue(m.rpc("ping", null).has("result"));
+        }
+
+        // get_session with the largest since: nothing, not every event again (since + 1 must not overflow).
+        McpClient m = McpClient.direct(c);
+        m.initialize("2025-11-25");
+        String tag = FakeAgents.tag("mcp-since");
+        String id = c.create("codex", tag, "lines=2").path("session_id").asText();
+        awaitToolStatus(m, id, "completed");
+        JsonNode events = m.callOk("get_session", Map.of("session_id", id, "since", Long.MAX_VALUE, "max_events", 200)).path("recent_events");
+        assertEquals(0, events.size(), () -> "get_session since " + Long.MAX_VALUE + ": " + events);
+
+        // The MCP port serves /mcp only: not the proxy (even to a --proxy-ports port), not the REST API. With the key.
+        URI mcp = c.mcpUrl();
+        for (String path : List.of("/proxy/" + origin.port() + "/hello", "/api/sessions", "/api/sessions/" + id)) {
+            HttpResponse<String> r = m.send(HttpRequest.newBuilder(mcp.resolve(path)).timeout(WAIT)
+                    .header("Authorization", "Bearer " + c.key()).header("Accept", "application/json").GET().build());
+            assertEquals(404, r.statusCode(), () -> "GET " + path + " on the MCP port: " + r.body());
+            assertFalse(r.body().contains(id) || r.body().contains("hello world"), () -> "GET " + path + " on the MCP port: " + r.body());
+        }
+        assertEquals(0, origin.requests(), "the MCP port reached a --proxy-ports service");
+        // The API port does serve them (so the 404s above were about the port).
+        HttpResponse<String> viaApi = c.call("GET", "/proxy/" + origin.port() + "/hello", null);
+        assertEquals(200, viaApi.statusCode(), viaApi::body);
+        assertEquals(1, origin.requests());
+    }
+
+    @Test
     void toolsListMethodErrorsAndInBandToolFailures() {
         CommandArpc c = startWithMcp(env);
         for (McpClient m : List.of(McpClient.direct(c), McpClient.relayed(c))) {

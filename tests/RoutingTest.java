@@ -2,10 +2,13 @@ package arp.tests;
 
 import arp.tests.support.Args;
 import arp.tests.support.Curl;
+import arp.tests.support.FakeClient;
 import arp.tests.support.NamedOrigin;
 import arp.tests.support.Proc;
 import arp.tests.support.RawHttp;
 import arp.tests.support.TestEnv;
+import arp.tests.support.Visit;
+import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 
@@ -14,6 +17,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -178,6 +182,137 @@ class RoutingTest {
         assertTrue(code == 1 || code == 3, () -> "exit " + code + "; stderr:\n" + taker.stderrText());
         assertReached("A", "/after", viaUrl(relay, "/after?token=team-demo"));
         assertEquals(0, b.seen().size(), () -> "B saw: " + b.seen());
+    }
+
+    @Test
+    void aClientHasAtMost16ExtraTokensInAllItsAddTokensMessages() throws Exception {
+        TestEnv.Relay relay = env.arps();
+        String id = TestEnv.randomId("tokens");
+        FakeClient c = env.own(FakeClient.register(relay.controlPort(), id, true));
+        assertTrue(c.registerResult().path("RegisterResult").path("success").asBoolean(false), c.registerResult()::toString);
+
+        List<String> first = new java.util.ArrayList<>();
+        for (int i = 0; i < 10; i++) first.add("first-" + i + "-" + id);
+        JsonNode r1 = addTokens(c, first);
+        assertTrue(r1.path("success").asBoolean(false), () -> "10 extra tokens: " + r1);
+
+        // 10 + 7 > 16: the whole second message is refused (before the fix each message had its own 16).
+        List<String> second = new java.util.ArrayList<>();
+        for (int i = 0; i < 7; i++) second.add("second-" + i + "-" + id);
+        JsonNode r2 = addTokens(c, second);
+        assertFalse(r2.path("success").asBoolean(true), () -> "10 + 7 extra tokens were accepted: " + r2);
+        assertTrue(r2.path("error").asText("").contains("16"), () -> "the refusal names the limit: " + r2);
+        for (String t : second) assertEquals(404, Visit.get(relay.publicPort(), "/x?token=" + t).status(), "refused token " + t);
+
+        // Up to 16 in all is fine; tokens it holds already (and its own id) do not count again.
+        List<String> third = new java.util.ArrayList<>(first.subList(0, 3));
+        third.add(id);
+        for (int i = 0; i < 6; i++) third.add("third-" + i + "-" + id);
+        JsonNode r3 = addTokens(c, third);
+        assertTrue(r3.path("success").asBoolean(false), () -> "6 more (16 in all), with 3 held ones and the id repeated: " + r3);
+        JsonNode again = addTokens(c, first);
+        assertTrue(again.path("success").asBoolean(false), () -> "tokens it holds, sent again: " + again);
+
+        // The 17th, alone or in a message of its own, is refused; so is a flood of one-token messages.
+        for (int i = 0; i < 5; i++) {
+            String t = "more-" + i + "-" + id;
+            JsonNode r = addTokens(c, List.of(t));
+            assertFalse(r.path("success").asBoolean(true), () -> "token " + t + " beyond 16: " + r);
+            assertEquals(404, Visit.get(relay.publicPort(), "/x?token=" + t).status(), "refused token " + t);
+        }
+        assertTrue(relay.proc().isAlive());
+    }
+
+    /** Sends AddTokens and returns the AddTokensResult body (answering Pings, skipping the pool's requests on the way). */
+    private static JsonNode addTokens(FakeClient c, List<String> tokens) throws Exception {
+        c.send(arp.tests.support.CommandArpc.json(Map.of("AddTokens", Map.of("tokens", tokens))));
+        long deadline = System.nanoTime() + WAIT.toNanos();
+        while (true) {
+            JsonNode f = c.next(Duration.ofNanos(Math.max(1, deadline - System.nanoTime())));
+            if (f.has("AddTokensResult")) return f.get("AddTokensResult");
+            if (f.has("Ping")) c.send(FakeClient.Frames.pong());
+            else if (!f.has("Pong") && !f.has("RequestNewProxyConn")) throw new AssertionError("expected AddTokensResult, got " + f);
+        }
+    }
+
+    @Test
+    void aPageOfOneTunnelCannotCallAnotherWithTheVisitorsCookie() throws Exception {
+        TestEnv.Relay relay = env.arps(); // no --domain: every tunnel shares the relay's browser origin
+        NamedOrigin a = origin("A"), b = origin("B");
+        String idA = env.arpc(relay, a.port()).clientId();
+        String idB = env.arpc(relay, b.port()).clientId();
+        int port = relay.publicPort();
+        String cookieA = "Cookie: theme=dark; arp_token=" + idA + "\r\n";
+
+        // What a script on A's page sends to B (fetch, XHR, <img>, a form POST): A's cookie, no navigation.
+        List<String> fromAPage = List.of(
+                "GET /data?token=" + idB + " HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n" + cookieA + "Sec-Fetch-Mode: cors\r\n\r\n",
+                "GET /data HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n" + cookieA + "X-Arp-Token: " + idB + "\r\nSec-Fetch-Mode: cors\r\n\r\n",
+                "GET /img.png?token=" + idB + " HTTP/1.1\r\nHost: h\r\nAccept: image/*\r\n" + cookieA + "Sec-Fetch-Mode: no-cors\r\n\r\n",
+                // a browser without Fetch Metadata
+                "GET /data?token=" + idB + " HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n" + cookieA + "\r\n",
+                "POST /form?token=" + idB + " HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n" + cookieA + "Content-Length: 3\r\n\r\nx=1");
+        for (String request : fromAPage) {
+            RawHttp.Response r = RawHttp.exchange(port, request);
+            assertEquals(403, r.status(), () -> "from A's page to B:\n" + request + "\n→ " + r);
+            assertNull(r.header("Set-Cookie"), r::toString);
+        }
+        assertEquals(List.of(), b.seen(), "B's service saw requests from A's page");
+        assertEquals(List.of(), a.seen(), "A's service saw them");
+
+        // A navigation to B (a link the visitor follows) is allowed: B's cookie comes with the redirect.
+        RawHttp.Response nav = RawHttp.exchange(port, "GET /page?token=" + idB + " HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
+                + cookieA + "Sec-Fetch-Mode: navigate\r\n\r\n");
+        assertEquals(302, nav.status(), nav::toString);
+        assertEquals("/page", nav.header("Location"), nav::toString);
+        assertArpCookie(idB, nav.header("Set-Cookie"), false, nav.toString());
+        RawHttp.Response oldNav = RawHttp.exchange(port, "GET /old?token=" + idB + " HTTP/1.1\r\nHost: h\r\nAccept: " + BROWSER_ACCEPT
+                + "\r\n" + cookieA + "\r\n");
+        assertEquals(302, oldNav.status(), () -> "a navigation by a browser without Fetch Metadata: " + oldNav);
+        assertArpCookie(idB, oldNav.header("Set-Cookie"), false, oldNav.toString());
+        // With B's cookie, the page of B reaches B.
+        assertReached("B", "/after", RawHttp.exchange(port, "GET /after HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nCookie: arp_token=" + idB
+                + "\r\nSec-Fetch-Mode: cors\r\n\r\n"));
+
+        // A page calling its own tunnel, by cookie, by ?token= or by header, works.
+        assertReached("A", "/own", RawHttp.exchange(port, "GET /own?token=" + idA + " HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n" + cookieA
+                + "Sec-Fetch-Mode: cors\r\n\r\n"));
+        assertReached("A", "/own-header", RawHttp.exchange(port, "GET /own-header HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n" + cookieA
+                + "X-Arp-Token: " + idA + "\r\nSec-Fetch-Mode: cors\r\n\r\n"));
+        assertReached("A", "/own-cookie", RawHttp.exchange(port, "GET /own-cookie HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n" + cookieA
+                + "Sec-Fetch-Mode: cors\r\n\r\n"));
+        // An API client without the cookie names any tunnel.
+        assertReached("B", "/api", RawHttp.exchange(port, "GET /api HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Arp-Token: " + idB + "\r\n\r\n"));
+        assertReached("B", "/api2", viaUrl(relay, "/api2?token=" + idB));
+
+        assertEquals(3, a.seen().size(), () -> "A saw: " + a.seen());
+        assertEquals(3, b.seen().size(), () -> "B saw: " + b.seen());
+    }
+
+    @Test
+    void controlCharactersInTheRequestTargetAreA400() throws Exception {
+        TestEnv.Relay relay = env.arps();
+        NamedOrigin o = origin("O");
+        String id = env.arpc(relay, o.port()).clientId();
+        int port = relay.publicPort();
+        List<String> problems = new java.util.ArrayList<>();
+        // A navigation with a token is answered with a redirect to the target: a CR in it would have split the Location header.
+        for (String target : List.of("/a\tb?token=" + id, "/a?x=1\t&token=" + id, "/p\rSet-Cookie:evil=1?token=" + id,
+                "/p?token=" + id + "\u0001", "/\u0000?token=" + id, "/del\u007f?token=" + id, "/esc\u001b[31m?token=" + id)) {
+            for (String accept : List.of("text/html", "*/*")) {
+                String shown = target.chars().mapToObj(ch -> ch < 0x20 || ch == 0x7f ? String.format("\\x%02x", ch) : String.valueOf((char) ch))
+                        .collect(java.util.stream.Collectors.joining());
+                RawHttp.Response r = RawHttp.exchange(port, "GET " + target + " HTTP/1.1\r\nHost: h\r\nAccept: " + accept + "\r\n\r\n");
+                if (r.status() != 400 || r.header("Location") != null || r.header("Set-Cookie") != null) {
+                    problems.add(shown + " (Accept " + accept + ") → " + r.status() + " Location: " + r.header("Location")
+                            + " Set-Cookie: " + r.header("Set-Cookie"));
+                }
+            }
+        }
+        assertEquals(List.of(), problems, "requests with control characters in the target");
+        assertEquals(List.of(), o.seen(), "the service saw them");
+        // The same relay still serves a clean target.
+        assertReached("O", "/a%09b", RawHttp.exchange(port, "GET /a%09b?token=" + id + " HTTP/1.1\r\nHost: h\r\n\r\n"));
     }
 
     /** arpc exits 3 without claiming to be registered; returns its stderr. */

@@ -244,6 +244,88 @@ class SessionStreamTest {
     }
 
     @Test
+    void theLargestLastEventIdReplaysNothing() throws Exception {
+        CommandArpc c = CommandArpc.start(env);
+        String tag = FakeAgents.tag("maxid");
+        String id = c.create("codex", tag, "lines=3", "errlines=1").path("session_id").asText();
+        c.awaitStatus(id, WAIT, "completed", "failed", "cancelled");
+        List<Sse.Event> full = c.fullStream(id);
+        assertCompleted(assertWholeStream(full, id, c.fakes.run(tag), "full replay"));
+        long last = full.getLast().id();
+
+        // since + 1 must not overflow into "from the start": nothing comes, and the stream ends.
+        String max = String.valueOf(Long.MAX_VALUE);
+        String path = "/api/sessions/" + id;
+        List<String> problems = new ArrayList<>();
+        Map<String, Sse> readers = new java.util.LinkedHashMap<>();
+        readers.put("Last-Event-ID: " + max, c.stream(path, "Last-Event-ID", max));
+        readers.put("Last-Event-ID: " + (Long.MAX_VALUE - 1), c.stream(path, "Last-Event-ID", String.valueOf(Long.MAX_VALUE - 1)));
+        readers.put("?since=" + max, c.stream(path + "?since=" + max));
+        readers.put("?from_line=" + max, c.stream(path + "?from_line=" + max));
+        for (var r : readers.entrySet()) {
+            try (Sse s = r.getValue()) {
+                List<Sse.Event> got = s.rest(WAIT);
+                if (got.stream().anyMatch(e -> e.id() <= last)) problems.add(r.getKey() + " → " + got);
+            }
+        }
+        assertEquals(List.of(), problems, "events replayed after the largest ids (the run's last id is " + last + ")");
+        // The run is untouched: its whole stream is still there.
+        assertSameEvents(full, c.fullStream(id), "full replay afterwards");
+    }
+
+    /** The agent's lines as a strict SSE parser must see them: each CR (bare, or of a CRLF) is a line end inside one event's data. */
+    private static List<String> asDataLines(List<String> lines) {
+        return lines.stream().map(l -> l.replace("\r\n", "\n").replace('\r', '\n')).toList();
+    }
+
+    /** No field was forged by a CR in the agent's output: ids 1..N, one complete event, last, and the pieces joined as data. */
+    private static void assertNotForged(List<Sse.Event> events, String id, FakeAgents.Run run, String what) {
+        assertIdsFrom(1, events, what);
+        assertEquals("session", events.getFirst().kind(), () -> what + ": first event " + events.getFirst());
+        assertEquals(1, count(events, "complete"), () -> what + ": complete events in " + events);
+        Sse.Event last = events.getLast();
+        assertEquals("complete", last.kind(), () -> what + ": last event " + last);
+        assertEquals(events.size(), last.json().path("total_events").asInt(), () -> what + ": total_events of " + last);
+        assertCompleted(last.json());
+        assertTrue(events.stream().noneMatch(e -> e.id() == 999_999), () -> what + ": the forged id arrived: " + events);
+        for (Sse.Event e : events) {
+            assertTrue(Set.of("session", "message", "stderr", "complete").contains(e.kind()), () -> what + ": unexpected kind: " + e);
+        }
+        assertLines(asDataLines(run.stdout()), data(events, "message"), what + ": stdout events vs the agent's stdout");
+        assertLines(asDataLines(run.stderr()), data(events, "stderr"), what + ": stderr events vs the agent's stderr");
+        assertTrue(data(events, "message").contains("50%\nevent: complete\nid: 999999\ndata: {}"),
+                () -> what + ": the forging line is one message event, its pieces data lines: " + data(events, "message"));
+        assertEquals(id, events.getFirst().json().path("session_id").asText());
+    }
+
+    @Test
+    void carriageReturnsInTheOutputCannotForgeSseFields() throws Exception {
+        CommandArpc c = CommandArpc.start(env);
+        String tag = FakeAgents.tag("forge");
+        // One stderr line and one plain-text stdout line with bare CRs: "...50%\revent: complete\rid: 999999\rdata: {}".
+        Sse live = c.createStreaming(fields("executor", "codex", "prompt", FakeAgents.prompt(tag, "forge=1", "lines=2"),
+                "project_path", c.project().toString()));
+        String id = live.header("X-Arp-Session-Id");
+        List<Sse.Event> streamed = live.rest(WAIT);
+        FakeAgents.Run run = c.fakes.run(tag);
+        assertTrue(run.stdout().contains("50%\revent: complete\rid: 999999\rdata: {}"), () -> "the fake printed the forging line: " + run.stdout());
+        assertTrue(run.stderr().stream().anyMatch(l -> l.endsWith("50%\revent: complete\rid: 999999\rdata: {}")), () -> "and on stderr: " + run.stderr());
+
+        // Sse parses as the HTML standard does: CR, LF and CRLF all end a line (BufferedReader.readLine).
+        assertNotForged(streamed, id, run, "live stream");
+        assertNotForged(c.fullStream(id), id, run, "replay from disk");
+        try (Sse tail = c.stream("/api/sessions/" + id, "Last-Event-ID", "1")) {
+            List<Sse.Event> rest = tail.rest(WAIT);
+            assertSameEvents(streamed.subList(1, streamed.size()), rest, "resumed after event 1");
+        }
+        // The bytes on the wire: no CR at all, so no parser can split a line where arpc did not.
+        Curl.Result r = Curl.run(env, "-N", "-H", "Authorization: Bearer " + c.key(), c.relay.base() + "/api/sessions/" + id + "?token=" + c.clientId);
+        assertEquals(200, r.status(), r::toString);
+        assertFalse(r.body().contains("\r"), () -> "a CR in the SSE body: " + r.body().replace("\r", "<CR>"));
+        assertSameEvents(streamed, Sse.parse(r.body()), "curl's copy");
+    }
+
+    @Test
     void readerBehindTheMemoryWindowGetsEverythingFromDisk() throws Exception {
         CommandArpc c = CommandArpc.start(env);
         String tag = FakeAgents.tag("window");

@@ -54,6 +54,9 @@ public final class CommandArpc {
     /** A relay (arps) for an arpc that {@link #launch} starts. */
     public static CommandArpc relay(TestEnv env) { return new CommandArpc(env, env.arps()); }
 
+    /** The same with arps's options (e.g. {@code env.arpsArgs().set("--secret", s)}). */
+    public static CommandArpc relay(TestEnv env, Args arpsArgs) { return new CommandArpc(env, env.arps(arpsArgs)); }
+
     /** arps plus arpc in command mode with {@code --api-key <fresh key>}, its defaults overridden by {@code overrides}. */
     public static CommandArpc start(TestEnv env, String... overrides) {
         CommandArpc c = relay(env);

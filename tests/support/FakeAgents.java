@@ -122,6 +122,18 @@ public final class FakeAgents implements AutoCloseable {
             return m;
         }
 
+        /** The fake's whole environment, as it saw it (T.environ). */
+        public Map<String, String> environment() {
+            String s = read("environ");
+            if (s.isEmpty()) throw new AssertionError("fake agent run " + tag + " recorded no environment");
+            Map<String, String> m = new java.util.TreeMap<>();
+            for (String entry : s.split("\0")) {
+                int eq = entry.indexOf('=');
+                if (eq > 0) m.put(entry.substring(0, eq), entry.substring(eq + 1));
+            }
+            return m;
+        }
+
         public String sessionId() { return read("sid").strip(); }
 
         // ---- Claude's stream-json input mode (remote approvals) ----
