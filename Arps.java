@@ -1572,6 +1572,7 @@ public final class Arps implements Callable<Integer> {
             return switch (status) {
                 case 302 -> "Found";
                 case 400 -> "Bad Request";
+                case 403 -> "Forbidden";
                 case 404 -> "Not Found";
                 case 408 -> "Request Timeout";
                 case 431 -> "Request Header Fields Too Large";

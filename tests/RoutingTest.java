@@ -255,6 +255,7 @@ class RoutingTest {
         for (String request : fromAPage) {
             RawHttp.Response r = RawHttp.exchange(port, request);
             assertEquals(403, r.status(), () -> "from A's page to B:\n" + request + "\n→ " + r);
+            assertTrue(r.head().startsWith("HTTP/1.1 403 Forbidden\r\n"), r::toString);
             assertNull(r.header("Set-Cookie"), r::toString);
         }
         assertEquals(List.of(), b.seen(), "B's service saw requests from A's page");
