@@ -334,7 +334,7 @@ public final class Arpc implements Callable<Integer> {
         /** Replaces the file atomically, readable by its owner only (it holds keys). */
         static void write(Path dir, Map<String, String> values) throws IOException {
             Files.createDirectories(dir);
-            trySetPermissions(dir, "rwx------");
+            Protocol.ownerOnly(dir, "rwx------");
             List<String> lines = new ArrayList<>();
             values.forEach((k, v) -> lines.add(k + "=" + v));
             // a file of our own to write, so that two arpc starting at once do not trip over each other
@@ -352,13 +352,6 @@ public final class Arpc implements Callable<Integer> {
             }
         }
 
-        private static void trySetPermissions(Path p, String perms) {
-            try {
-                Files.setPosixFilePermissions(p, PosixFilePermissions.fromString(perms));
-            } catch (UnsupportedOperationException | IOException e) {
-                // not a POSIX file system: the platform's defaults apply
-            }
-        }
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -2973,6 +2966,27 @@ public final class Arpc implements Callable<Integer> {
                 }
             }
 
+            /** {@code name} under the root, if it is a real directory (not a symlink); else null. */
+            Path subdir(String name) {
+                Path real = realRoot();
+                Path dir = real == null ? null : real.resolve(name);
+                return dir != null && Files.isDirectory(dir, java.nio.file.LinkOption.NOFOLLOW_LINKS) ? dir : null;
+            }
+
+            /** The real directories (not symlinks) in {@code subdir(name)} whose names are valid project ids. */
+            List<Path> projectDirs(String name) throws IOException {
+                Path parent = subdir(name);
+                if (parent == null) return List.of();
+                List<Path> dirs = new ArrayList<>();
+                try (var stream = Files.newDirectoryStream(parent)) {
+                    for (Path d : stream) {
+                        String n = d.getFileName().toString();
+                        if (PROJECT_ID.matcher(n).matches() && Files.isDirectory(d, java.nio.file.LinkOption.NOFOLLOW_LINKS)) dirs.add(d);
+                    }
+                }
+                return dirs;
+            }
+
             /** The session file or directory of a listing, if it is one, read or from the cache. */
             Session session(Path file) {
                 try {
@@ -3163,29 +3177,10 @@ public final class Arpc implements Callable<Integer> {
         static final class ClaudeStore extends Store {
             ClaudeStore(Path root) { super("claude", root); }
 
-            private Path projectsDir() {
-                Path real = realRoot();
-                return real == null ? null : real.resolve("projects");
-            }
-
-            /** The project directories: real directories (not symlinks) whose names are valid project ids. */
-            private List<Path> projectDirs() throws IOException {
-                Path projects = projectsDir();
-                if (projects == null || !Files.isDirectory(projects, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return List.of();
-                List<Path> dirs = new ArrayList<>();
-                try (var stream = Files.newDirectoryStream(projects)) {
-                    for (Path d : stream) {
-                        String n = d.getFileName().toString();
-                        if (PROJECT_ID.matcher(n).matches() && Files.isDirectory(d, java.nio.file.LinkOption.NOFOLLOW_LINKS)) dirs.add(d);
-                    }
-                }
-                return dirs;
-            }
-
             @Override
             List<Path> sessionFiles() throws IOException {
                 List<Path> files = new ArrayList<>();
-                for (Path d : projectDirs()) {
+                for (Path d : projectDirs("projects")) {
                     try (var stream = Files.newDirectoryStream(d, "*.jsonl")) {
                         for (Path f : stream) {
                             // agent-<id>.jsonl: a subagent's transcript (older versions), not a session
@@ -3200,7 +3195,7 @@ public final class Arpc implements Callable<Integer> {
             Session find(String id) {
                 if (id.startsWith("agent-")) return null;
                 try {
-                    for (Path d : projectDirs()) {
+                    for (Path d : projectDirs("projects")) {
                         Path f = d.resolve(id + ".jsonl");
                         if (Files.isRegularFile(f, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return session(f);
                     }
@@ -3277,9 +3272,8 @@ public final class Arpc implements Callable<Integer> {
                 try (var stream = Files.newDirectoryStream(s.file().getParent(), "agent-*.jsonl")) {
                     for (Path f : stream) if (s.id().equals(firstSessionId(f))) own.add(f);
                 }
-                Path real = realRoot();
-                Path todos = real == null ? null : real.resolve("todos");
-                if (todos != null && Files.isDirectory(todos, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+                Path todos = subdir("todos");
+                if (todos != null) {
                     try (var stream = Files.newDirectoryStream(todos, f -> {
                         String n = f.getFileName().toString();
                         return n.equals(s.id() + ".json") || (n.startsWith(s.id() + "-agent-") && n.endsWith(".json"));
@@ -3342,9 +3336,8 @@ public final class Arpc implements Callable<Integer> {
 
             @Override
             List<Path> sessionFiles() throws IOException {
-                Path real = realRoot();
-                Path sessions = real == null ? null : real.resolve("sessions");
-                if (sessions == null || !Files.isDirectory(sessions, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return List.of();
+                Path sessions = subdir("sessions");
+                if (sessions == null) return List.of();
                 try (var walk = Files.walk(sessions, 4)) {
                     return walk.filter(f -> {
                         String n = f.getFileName().toString();
@@ -3414,24 +3407,10 @@ public final class Arpc implements Callable<Integer> {
                 this.knownPaths = knownPaths;
             }
 
-            private List<Path> projectDirs() throws IOException {
-                Path real = realRoot();
-                Path tmp = real == null ? null : real.resolve("tmp");
-                if (tmp == null || !Files.isDirectory(tmp, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return List.of();
-                List<Path> dirs = new ArrayList<>();
-                try (var stream = Files.newDirectoryStream(tmp)) {
-                    for (Path d : stream) {
-                        String n = d.getFileName().toString();
-                        if (PROJECT_ID.matcher(n).matches() && Files.isDirectory(d, java.nio.file.LinkOption.NOFOLLOW_LINKS)) dirs.add(d);
-                    }
-                }
-                return dirs;
-            }
-
             @Override
             List<Path> sessionFiles() throws IOException {
                 List<Path> files = new ArrayList<>();
-                for (Path d : projectDirs()) {
+                for (Path d : projectDirs("tmp")) {
                     Path chats = d.resolve("chats");
                     if (!Files.isDirectory(chats, java.nio.file.LinkOption.NOFOLLOW_LINKS)) continue;
                     try (var stream = Files.newDirectoryStream(chats, "*.json")) {
@@ -3510,7 +3489,8 @@ public final class Arpc implements Callable<Integer> {
             String projectPath(String projectId, List<Session> sessions) {
                 List<String> recorded = new ArrayList<>();
                 for (Session s : sessions) if (s.cwd() != null) recorded.add(s.cwd());
-                Path dir = realRoot() == null ? null : realRoot().resolve("tmp").resolve(projectId);
+                Path tmp = subdir("tmp");
+                Path dir = tmp == null ? null : tmp.resolve(projectId);
                 if (recorded.isEmpty() && dir != null) {
                     try {
                         Path marker = dir.resolve(".project_root");

@@ -375,11 +375,12 @@ public final class Arps implements Callable<Integer> {
         private final int perAddress;
         private final java.util.concurrent.atomic.AtomicInteger total = new java.util.concurrent.atomic.AtomicInteger();
         private final Map<java.net.InetAddress, Integer> byAddress = new ConcurrentHashMap<>();
-        private final Map<String, RateLimited> refusals = new ConcurrentHashMap<>();
+        private final Refusals refusals;
 
-        Admission(int max, int perAddress) {
+        Admission(int max, int perAddress, Refusals refusals) {
             this.max = max;
             this.perAddress = perAddress;
+            this.refusals = refusals;
         }
 
         @Override
@@ -392,7 +393,7 @@ public final class Arps implements Callable<Integer> {
             String why = atAddress > perAddress
                     ? perAddress + " unidentified connections from " + address.getHostAddress() + " already (--max-handshakes-per-ip)"
                     : max + " unidentified connections already (--max-handshakes)";
-            refusals.computeIfAbsent(port, p -> new RateLimited("unidentified connections on the " + p + " port")).log("refused a connection on the " + port + " port from "
+            refusals.log("unidentified connections on the " + port + " port", "refused a connection on the " + port + " port from "
                     + address.getHostAddress() + ": " + why);
             return false;
         }
@@ -403,7 +404,15 @@ public final class Arps implements Callable<Integer> {
             byAddress.computeIfPresent(address, (a, n) -> n <= 1 ? null : n - 1);
         }
 
-        void flush() { refusals.values().forEach(RateLimited::flush); }
+    }
+
+    /** Refusals of every kind, each kind {@link RateLimited} on its own (floods must not flood the log). */
+    static final class Refusals {
+        private final Map<String, RateLimited> byKind = new ConcurrentHashMap<>();
+
+        void log(String kind, String message) { byKind.computeIfAbsent(kind, RateLimited::new).log(message); }
+
+        void flush() { byKind.values().forEach(RateLimited::flush); }
     }
 
     /**
@@ -452,6 +461,7 @@ public final class Arps implements Callable<Integer> {
         final Tls.Identity tls;
         final Admission admission;
         final AuthThrottle throttle = new AuthThrottle();
+        final Refusals refusals = new Refusals();
         final Map<String, ClientSession> clients = new ConcurrentHashMap<>();
         /** Extra tokens (arpc --token) of registered clients; a client's id is looked up in {@link #clients}. */
         final Map<String, ClientSession> tokens = new ConcurrentHashMap<>();
@@ -474,7 +484,7 @@ public final class Arps implements Callable<Integer> {
             this.options = options;
             this.auth = auth;
             this.tls = tls;
-            this.admission = new Admission(options.maxHandshakes, options.maxHandshakesPerIp);
+            this.admission = new Admission(options.maxHandshakes, options.maxHandshakesPerIp, refusals);
         }
 
         void start() throws IOException, PortInUse {
@@ -494,19 +504,19 @@ public final class Arps implements Callable<Integer> {
             maintenance.scheduleWithFixedDelay(this::topUpPools, 2, 2, TimeUnit.SECONDS);
             Thread.ofPlatform().daemon().name("arps-control-accept").start(this::acceptControl);
             Acceptor.listen(loops, proxyServers, "proxy", (loop, ch) -> {
-                InetAddress from = admit(ch, "proxy");
-                if (from != null) new DataConnHandshake(this, loop, ch, from);
+                InetSocketAddress from = admit(ch, "proxy");
+                if (from != null) new DataConnHandshake(this, loop, ch, from.getAddress());
             });
             Acceptor.listen(loops, publicServers, "public", (loop, ch) -> {
-                InetAddress from = admit(ch, "public");
+                InetSocketAddress from = admit(ch, "public");
                 if (from != null) new Visitor(this, loop, ch, from);
             });
         }
 
-        /** The connection's source address if it may start a handshake; otherwise it is closed. */
-        private InetAddress admit(SocketChannel ch, String port) {
+        /** The connection's peer if it may start a handshake; otherwise it is closed. */
+        private InetSocketAddress admit(SocketChannel ch, String port) {
             InetSocketAddress peer = Tls.peerOf(ch);
-            if (peer != null && admission.enter(peer.getAddress(), port)) return peer.getAddress();
+            if (peer != null && admission.enter(peer.getAddress(), port)) return peer;
             Sockets.closeQuietly(ch);
             return null;
         }
@@ -532,12 +542,8 @@ public final class Arps implements Callable<Integer> {
             return inner;
         }
 
-        private final Map<String, RateLimited> refusals = new ConcurrentHashMap<>();
-
-        /** Logs a refusal of some kind, rate-limited per kind (floods must not flood the log). */
-        void refused(String kind, String message) {
-            refusals.computeIfAbsent(kind, RateLimited::new).log(message);
-        }
+        /** Logs a refusal of some kind, rate-limited per kind. */
+        void refused(String kind, String message) { refusals.log(kind, message); }
 
         /** Adds all of a client's extra tokens, or none if one is taken or invalid. */
         AddTokensResult addTokens(ClientSession session, List<String> wanted) {
@@ -659,37 +665,19 @@ public final class Arps implements Callable<Integer> {
         private void topUpPools() {
             for (ClientSession s : clients.values()) s.tick();
             tcpPorts.expire();
-            refusals.values().forEach(RateLimited::flush);
-            admission.flush();
+            refusals.flush();
         }
 
         // --- accepting
 
         private void acceptControl() {
-            while (!closing) {
-                try {
-                    Socket socket = controlServer.accept();
-                    if (!admission.enter(socket.getInetAddress(), "control")) {
-                        Sockets.closeQuietly(socket);
-                        continue;
-                    }
+            Sockets.acceptEach(controlServer, "control", socket -> {
+                if (admission.enter(socket.getInetAddress(), "control")) {
                     Thread.ofVirtual().name("arps-control").start(() -> new ControlConnection(this, socket).serve());
-                } catch (IOException e) {
-                    if (!pauseAfterAcceptError("control", e)) return;
+                } else {
+                    Sockets.closeQuietly(socket);
                 }
-            }
-        }
-
-        /** An accept error (e.g. out of file descriptors) must not end the relay: log, pause, go on. */
-        private boolean pauseAfterAcceptError(String what, IOException e) {
-            if (closing) return false;
-            Log.error(what + " failed: " + e.getMessage() + "; retrying in 100 ms");
-            try {
-                Thread.sleep(100);
-            } catch (InterruptedException ie) {
-                return false;
-            }
-            return true;
+            });
         }
     }
 
@@ -1336,12 +1324,12 @@ public final class Arps implements Callable<Integer> {
         private boolean done;
         private InetAddress admitted;        // counted by the relay's admission until the head is read
 
-        Visitor(Relay relay, EventLoop loop, SocketChannel ch, InetAddress from) throws IOException {
+        Visitor(Relay relay, EventLoop loop, SocketChannel ch, InetSocketAddress from) throws IOException {
             this.relay = relay;
             this.loop = loop;
             this.ch = ch;
-            this.address = Sockets.describe(ch);
-            this.admitted = from;
+            this.address = Sockets.describe(from);
+            this.admitted = from.getAddress();
             this.raw = false;
             this.head = ByteBuffer.allocate(2048);
             this.key = loop.register(ch, SelectionKey.OP_READ, this);
@@ -1870,8 +1858,6 @@ public final class Arps implements Callable<Integer> {
             }
             return -1;
         }
-
-        static RequestHead parse(byte[] b, int end) throws BadRequest { return parse(b, end, null); }
 
         static RequestHead parse(byte[] b, int end, String domain) throws BadRequest {
             int lineEnd = indexOf(b, (byte) '\n', 0, end);

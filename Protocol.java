@@ -496,9 +496,34 @@ public final class Protocol {
         }
 
         /** The peer's address and port (for a connection bridged from TLS, the real peer's). */
-        public static String describe(SocketChannel ch) {
-            InetSocketAddress a = Tls.peerOf(ch);
+        public static String describe(SocketChannel ch) { return describe(Tls.peerOf(ch)); }
+
+        public static String describe(InetSocketAddress a) {
             return a == null ? "?" : a.getAddress().getHostAddress() + ":" + a.getPort();
+        }
+
+        /**
+         * Accepts connections on a blocking listener until it is closed, handing each to {@code handler}.
+         * An accept error (e.g. out of file descriptors) must not end the server: it is logged and
+         * accepting resumes after 100 ms.
+         */
+        public static void acceptEach(java.net.ServerSocket server, String name, java.util.function.Consumer<java.net.Socket> handler) {
+            while (!server.isClosed()) {
+                java.net.Socket socket;
+                try {
+                    socket = server.accept();
+                } catch (IOException e) {
+                    if (server.isClosed()) return;
+                    Log.error(name + " port: accept failed: " + e.getMessage() + "; pausing it for 100 ms");
+                    try {
+                        Thread.sleep(100);
+                    } catch (InterruptedException ie) {
+                        return;
+                    }
+                    continue;
+                }
+                handler.accept(socket);
+            }
         }
     }
 
@@ -1385,14 +1410,6 @@ public final class Protocol {
             Files.move(tmp, file, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
         }
 
-        private static void ownerOnly(Path p, String perms) {
-            try {
-                Files.setPosixFilePermissions(p, java.nio.file.attribute.PosixFilePermissions.fromString(perms));
-            } catch (UnsupportedOperationException | IOException e) {
-                // not a POSIX file system: the platform's defaults apply
-            }
-        }
-
         private static javax.net.ssl.SSLContext serverContext(java.security.KeyStore store) throws java.security.GeneralSecurityException {
             var keys = javax.net.ssl.KeyManagerFactory.getInstance(javax.net.ssl.KeyManagerFactory.getDefaultAlgorithm());
             keys.init(store, SELF_SIGNED_PASSWORD);
@@ -1588,26 +1605,13 @@ public final class Protocol {
             }
 
             private void acceptLoop() {
-                while (!server.isClosed()) {
-                    java.net.Socket socket;
-                    try {
-                        socket = server.accept();
-                    } catch (IOException e) {
-                        if (server.isClosed()) return;
-                        Log.error(name + " port: accept failed: " + e.getMessage() + "; pausing it for 100 ms");
-                        try {
-                            Thread.sleep(100);
-                        } catch (InterruptedException ie) {
-                            return;
-                        }
-                        continue;
-                    }
-                    if (!gate.enter(socket.getInetAddress(), name)) {
+                Sockets.acceptEach(server, name, socket -> {
+                    if (gate.enter(socket.getInetAddress(), name)) {
+                        Thread.ofVirtual().name("arp-tls-" + name).start(() -> bridge(socket));
+                    } else {
                         Sockets.closeQuietly(socket);
-                        continue;
                     }
-                    Thread.ofVirtual().name("arp-tls-" + name).start(() -> bridge(socket));
-                }
+                });
             }
 
             private void bridge(java.net.Socket socket) {
@@ -1667,22 +1671,15 @@ public final class Protocol {
             public InetSocketAddress address() { return (InetSocketAddress) local.getLocalSocketAddress(); }
 
             private void acceptLoop() {
-                while (!local.isClosed()) {
+                Sockets.acceptEach(local, "TLS bridge", plain -> Thread.ofVirtual().name("arpc-tls-data").start(() -> {
                     try {
-                        java.net.Socket plain = local.accept();
-                        Thread.ofVirtual().name("arpc-tls-data").start(() -> {
-                            try {
-                                plain.setTcpNoDelay(true);
-                                pump(connect(context, host, port, checkHost, 10_000), plain, () -> {});
-                            } catch (IOException | RuntimeException e) {
-                                Log.debug("TLS data connection to " + host + ":" + port + " failed: " + e.getMessage());
-                                Sockets.closeQuietly(plain);
-                            }
-                        });
-                    } catch (IOException e) {
-                        if (local.isClosed()) return;
+                        plain.setTcpNoDelay(true);
+                        pump(connect(context, host, port, checkHost, 10_000), plain, () -> {});
+                    } catch (IOException | RuntimeException e) {
+                        Log.debug("TLS data connection to " + host + ":" + port + " failed: " + e.getMessage());
+                        Sockets.closeQuietly(plain);
                     }
-                }
+                }));
             }
 
             @Override
@@ -1721,6 +1718,15 @@ public final class Protocol {
             } finally {
                 ended.run();
             }
+        }
+    }
+
+    /** Sets POSIX permissions such as "rw-------" where the file system has them. */
+    public static void ownerOnly(Path p, String perms) {
+        try {
+            Files.setPosixFilePermissions(p, java.nio.file.attribute.PosixFilePermissions.fromString(perms));
+        } catch (UnsupportedOperationException | IOException e) {
+            // not a POSIX file system: the platform's defaults apply
         }
     }
 

@@ -165,7 +165,7 @@ class ProtocolTest {
     void nonHttpHeadsAreRejected() {
         for (String head : List.of("\r\n\r\n", "GET /\r\n\r\n", "HELLO WORLD FOO BAR\r\n\r\n", "GET / SMTP/1.0\r\n\r\n")) {
             byte[] b = head.getBytes(StandardCharsets.ISO_8859_1);
-            assertThrows(Arps.RequestHead.BadRequest.class, () -> Arps.RequestHead.parse(b, b.length), head);
+            assertThrows(Arps.RequestHead.BadRequest.class, () -> Arps.RequestHead.parse(b, b.length, null), head);
         }
     }
 
@@ -179,7 +179,7 @@ class ProtocolTest {
 
     private static void assertRewrite(String in, String expected, String token) throws Exception {
         byte[] b = in.getBytes(StandardCharsets.ISO_8859_1);
-        Arps.RequestHead head = Arps.RequestHead.parse(b, Arps.RequestHead.findEnd(b, b.length));
+        Arps.RequestHead head = Arps.RequestHead.parse(b, Arps.RequestHead.findEnd(b, b.length), null);
         assertArrayEquals(expected.getBytes(StandardCharsets.ISO_8859_1), head.bytes(), new String(head.bytes(), StandardCharsets.ISO_8859_1));
         if (token == null) assertNull(head.token()); else assertEquals(token, head.token());
     }
